@@ -1,0 +1,1 @@
+//! kube-lvs test bed.

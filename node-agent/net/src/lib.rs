@@ -1,0 +1,1 @@
+//! Addresses, sysctls and nftables rules owned by the agent.

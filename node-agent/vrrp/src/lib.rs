@@ -1,0 +1,1 @@
+//! VRRP v2 (RFC 3768) and v3 (RFC 5798).
