@@ -1,1 +1,5 @@
 //! IPVS over generic netlink.
+
+pub mod types;
+
+pub use types::*;
