@@ -1,0 +1,100 @@
+//! Checkers: one probe each, I/O only. A `Prepared` check holds everything that can be built
+//! once (compiled patterns, the HTTP client) so a probe does no setup work.
+
+mod dns;
+mod exchange;
+mod http;
+mod tcp;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::error::{ProbeError, SpecError};
+use crate::spec::{CheckSpec, Probe};
+
+/// Result of one probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeOutcome {
+    pub result: Result<(), ProbeError>,
+    pub latency: Duration,
+}
+
+impl ProbeOutcome {
+    pub fn ok(&self) -> bool {
+        self.result.is_ok()
+    }
+}
+
+enum Kind {
+    Tcp,
+    Http(Box<http::HttpChecker>),
+    TcpExchange(exchange::Exchange),
+    Udp(exchange::Exchange),
+    Dns(dns::DnsChecker),
+}
+
+/// A check ready to probe one address.
+pub struct Prepared {
+    kind: Kind,
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    timeout: Duration,
+}
+
+impl Prepared {
+    /// Builds the checker for the real server `target` (the check port, if any, is applied here).
+    pub fn new(spec: &CheckSpec, target: SocketAddr) -> Result<Self, SpecError> {
+        spec.validate()?;
+        let addr = spec.probe_addr(target);
+        let timeout = spec.timing.timeout;
+        let kind = match &spec.probe {
+            Probe::Tcp => Kind::Tcp,
+            Probe::Http(h) => Kind::Http(Box::new(http::HttpChecker::new(
+                h,
+                addr,
+                spec.source,
+                timeout,
+            )?)),
+            Probe::TcpExchange(x) => Kind::TcpExchange(exchange::Exchange::new(x)?),
+            Probe::Udp(x) => Kind::Udp(exchange::Exchange::new(x)?),
+            Probe::Dns(d) => Kind::Dns(dns::DnsChecker::new(d)),
+        };
+        Ok(Self {
+            kind,
+            addr,
+            source: spec.source,
+            timeout,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Runs one probe, bounded by the check's timeout.
+    pub async fn probe(&self) -> ProbeOutcome {
+        let start = Instant::now();
+        let work = async {
+            match &self.kind {
+                Kind::Tcp => tcp::probe(self.addr, self.source).await,
+                Kind::Http(h) => h.probe().await,
+                Kind::TcpExchange(x) => x.probe_tcp(self.addr, self.source).await,
+                Kind::Udp(x) => x.probe_udp(self.addr, self.source).await,
+                Kind::Dns(d) => d.probe(self.addr, self.source).await,
+            }
+        };
+        let result = match tokio::time::timeout(self.timeout, work).await {
+            Ok(Err(ProbeError::Timeout(_))) | Err(_) => Err(ProbeError::Timeout(self.timeout)),
+            Ok(r) => r,
+        };
+        ProbeOutcome {
+            result,
+            latency: start.elapsed(),
+        }
+    }
+}
+
+/// Local address to bind for a probe from `source` towards `addr`, if a source is set.
+fn bind_addr(source: Option<IpAddr>) -> Option<SocketAddr> {
+    source.map(|ip| SocketAddr::new(ip, 0))
+}
