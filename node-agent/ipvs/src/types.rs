@@ -466,6 +466,23 @@ impl SyncDaemon {
     }
 }
 
+/// General IPVS information (`IPVS_CMD_GET_INFO`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct IpvsInfo {
+    /// Version code, e.g. `0x010201` for 1.2.1.
+    pub version: u32,
+    /// Size of the connection hash table.
+    pub conn_tab_size: u32,
+}
+
+impl IpvsInfo {
+    /// `(major, minor, patch)` of [`IpvsInfo::version`].
+    pub const fn version_triple(&self) -> (u8, u8, u8) {
+        let [_, major, minor, patch] = self.version.to_be_bytes();
+        (major, minor, patch)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
