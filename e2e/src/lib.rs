@@ -1,1 +1,2 @@
 //! kube-lvs test bed.
+pub mod controlplane;
