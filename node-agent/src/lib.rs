@@ -1,1 +1,4 @@
 //! kube-lvs node-agent.
+
+pub mod model;
+pub mod plan;
