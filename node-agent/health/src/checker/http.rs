@@ -65,9 +65,10 @@ impl HttpChecker {
             }
             None => addr.to_string(),
         };
-        if let Some(tls) = &h.tls {
-            builder = builder.tls_backend_preconfigured(tls_config(tls.verify)?);
-        }
+        // Always preconfigured: reqwest would otherwise look for a process-wide crypto
+        // provider (and panic without one), even for plain HTTP.
+        let verify = h.tls.as_ref().is_some_and(|t| t.verify);
+        builder = builder.tls_backend_preconfigured(tls_config(verify)?);
         let client = builder
             .build()
             .map_err(|e| SpecError::HttpClient(short_text(&e.to_string(), 120)))?;
@@ -160,21 +161,44 @@ fn classify(e: reqwest::Error) -> ProbeError {
     if e.is_timeout() {
         return ProbeError::Timeout(Duration::ZERO);
     }
-    let mut io_kind: Option<ProbeError> = None;
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(err) = cur {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return ProbeError::Tls(short_text(&tls.to_string(), 100));
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return ProbeError::Tls(short_text(&tls.to_string(), 100));
-            }
-            io_kind.get_or_insert_with(|| ProbeError::from_io(io));
-        }
-        cur = err.source();
+    let mut io_kind = None;
+    if let Some(tls) = find_tls(&e, &mut io_kind, 0) {
+        return ProbeError::Tls(short_text(&tls.to_string(), 100));
     }
     io_kind.unwrap_or_else(|| ProbeError::Http(short_text(&e.without_url().to_string(), 100)))
+}
+
+/// `io::Error::source()` skips the error it wraps, so wrapped errors are searched explicitly.
+fn find_tls<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+    io_kind: &mut Option<ProbeError>,
+    depth: usize,
+) -> Option<&'a rustls::Error> {
+    let mut cur = Some(err);
+    let mut steps = 0;
+    while let Some(e) = cur {
+        // Chains are short; the bound only guards against a pathological cycle.
+        if depth > 8 || steps > 32 {
+            return None;
+        }
+        steps += 1;
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                let inner: &(dyn std::error::Error + 'static) = inner;
+                if let Some(tls) = find_tls(inner, io_kind, depth + 1) {
+                    return Some(tls);
+                }
+            }
+            if io_kind.is_none() && io.kind() != std::io::ErrorKind::Other {
+                *io_kind = Some(ProbeError::from_io(io));
+            }
+        }
+        cur = e.source();
+    }
+    None
 }
 
 fn provider() -> Arc<CryptoProvider> {
