@@ -1,2 +1,4 @@
 //! kube-lvs test bed.
 pub mod controlplane;
+pub mod topology;
+pub mod vm;

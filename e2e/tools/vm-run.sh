@@ -15,7 +15,8 @@
 #                               https://198.51.100.2:6443 (restricted user-mode NIC)
 #   KUBE_LVS_VM_CONSOLE         file that receives vng's own stderr noise (default: stderr)
 #   KUBE_LVS_VM_MEMORY / KUBE_LVS_VM_CPUS   (default 2G / 2)
-# Variables named RUST_*, KUBE_LVS_*, NODE_NAME and PATH are forwarded into the VM.
+# Variables named RUST_*, KUBE_LVS_*, NODE_NAME, PATH and those listed (space separated) in
+# KUBE_LVS_VM_PASS_ENV are forwarded into the VM.
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
@@ -60,6 +61,11 @@ trap 'rm -rf "$work"' EXIT
                 ;;
         esac
     done < <(env)
+    for name in ${KUBE_LVS_VM_PASS_ENV:-}; do
+        if [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ && -n "${!name+x}" ]]; then
+            printf 'export %s=%q\n' "$name" "${!name}"
+        fi
+    done
     printf 'export KUBE_LVS_VM_KERNEL_IMAGE=%q\n' "$kernel"
     printf 'cd %q || exit 126\n' "$PWD"
     printf 'exec'
@@ -86,13 +92,20 @@ if ! flock -n 9; then
     flock 9
 fi
 
-console=${KUBE_LVS_VM_CONSOLE:-}
+console=${KUBE_LVS_VM_CONSOLE:-/dev/stderr}
+# `timeout` puts vng and qemu in their own process group and kills the whole group on expiry or
+# when it is itself signalled; running it in the background lets our trap forward SIGTERM/SIGINT
+# so that a killed caller never leaves a qemu behind holding the lock.
+timeout -k 10 "$timeout_s" vng "${vng_args[@]}" </dev/null 2>>"$console" &
+vm_pid=$!
+trap 'kill -TERM "$vm_pid" 2>/dev/null' TERM INT HUP
 status=0
-if [[ -n "$console" ]]; then
-    timeout -k 10 "$timeout_s" vng "${vng_args[@]}" </dev/null 2>>"$console" || status=$?
-else
-    timeout -k 10 "$timeout_s" vng "${vng_args[@]}" </dev/null || status=$?
-fi
+while true; do
+    wait "$vm_pid" && status=0 || status=$?
+    # wait returns >128 when interrupted by a trapped signal; keep waiting for the VM to die.
+    if kill -0 "$vm_pid" 2>/dev/null; then continue; fi
+    break
+done
 if [[ $status -eq 124 ]]; then
     echo "vm-run: VM killed after ${timeout_s}s" >&2
 fi
