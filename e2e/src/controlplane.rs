@@ -102,8 +102,8 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
 pub struct ControlPlaneOptions {
     /// Extra IP SANs on the serving certificate (127.0.0.1 and 198.51.100.2 are always present).
     pub extra_san_ips: Vec<IpAddr>,
-    /// Use this directory (created if needed) for certificates, kubeconfigs and logs instead of a
-    /// fresh temporary one; it is never removed.
+    /// Use this directory (created if needed) for certificates, kubeconfigs, logs and etcd data
+    /// instead of a fresh temporary one; it is never removed (etcd data is, on stop).
     pub dir: Option<PathBuf>,
     /// Extra kube-apiserver flags, appended last so they override ours.
     pub extra_apiserver_args: Vec<String>,
@@ -217,10 +217,14 @@ impl ControlPlane {
 
         // etcd data lives in memory when possible: fsync on a shared disk dominates start time.
         let shm = Path::new("/dev/shm");
-        self.etcd_data = if shm.is_dir() {
+        // A caller-chosen directory keeps everything inside it (a killed harness leaves nothing
+        // elsewhere); stale data from an earlier run there must not leak into this cluster.
+        self.etcd_data = if self.remove_dir && shm.is_dir() {
             unique_dir(shm, "kube-lvs-etcd")?
         } else {
-            self.dir.join(format!("etcd-data-{attempt}"))
+            let d = self.dir.join(format!("etcd-data-{attempt}"));
+            let _ = std::fs::remove_dir_all(&d);
+            d
         };
         let peer = format!("http://127.0.0.1:{etcd_peer}");
         let mut etcd = Command::new(etcd_bin);
@@ -563,9 +567,8 @@ impl ControlPlane {
         if let Some(etcd) = self.etcd.take() {
             etcd.stop();
         }
-        if self.etcd_data.starts_with("/dev/shm") {
-            let _ = std::fs::remove_dir_all(&self.etcd_data);
-        }
+        // The data is useless once etcd is gone, and may live outside the working directory.
+        let _ = std::fs::remove_dir_all(&self.etcd_data);
     }
 }
 

@@ -357,3 +357,157 @@ fn vm_kubeconfig_points_at_forwarded_address(cp: &ControlPlane) -> Result<()> {
     );
     Ok(())
 }
+
+/// A `testbed up` process; killed and reaped on drop whatever the test's outcome.
+struct Testbed {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Testbed {
+    fn start(tag: &str) -> Result<(Testbed, std::collections::HashMap<String, String>)> {
+        let dir =
+            std::env::temp_dir().join(format!("kube-lvs-testbed-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let env_file = dir.join("env");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_testbed"))
+            .arg("up")
+            .arg("--dir")
+            .arg(dir.join("cp"))
+            .arg("--env-file")
+            .arg(&env_file)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        let mut tb = Testbed { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !env_file.exists() {
+            if let Some(status) = tb.child.try_wait()? {
+                bail!("testbed exited early with {status}");
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "testbed did not write {}",
+                env_file.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let vars = std::fs::read_to_string(&env_file)?
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+            .collect();
+        Ok((tb, vars))
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)?;
+        Ok(())
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "testbed still running after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Alive means present and not a zombie: orphans killed by PDEATHSIG may linger as zombies until
+/// whatever adopted them reaps them.
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn server_pids(vars: &std::collections::HashMap<String, String>) -> Result<Vec<u32>> {
+    let pids: Vec<u32> = vars
+        .get("SERVER_PIDS")
+        .context("SERVER_PIDS missing")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    ensure!(pids.len() == 2, "expected two server pids, got {pids:?}");
+    Ok(pids)
+}
+
+fn wait_all_gone(pids: &[u32], timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while pids.iter().any(|p| process_alive(*p)) {
+        ensure!(
+            Instant::now() < deadline,
+            "servers {pids:?} still alive after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+#[test]
+fn e2e_controlplane_testbed_stops_on_sigterm() -> Result<()> {
+    let (mut tb, vars) = Testbed::start("term")?;
+    let pids = server_pids(&vars)?;
+    ensure!(pids.iter().all(|p| process_alive(*p)));
+    let kubeconfig = vars.get("KUBECONFIG").context("KUBECONFIG missing")?;
+    let out = std::process::Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            kubeconfig,
+            "get",
+            "ns",
+            "default",
+            "-o",
+            "name",
+        ])
+        .output()?;
+    ensure!(
+        stdout(&out).trim() == "namespace/default",
+        "kubectl: {}",
+        stderr(&out)
+    );
+    let vm = vars.get("KUBECONFIG_VM").context("KUBECONFIG_VM missing")?;
+    ensure!(std::fs::read_to_string(vm)?.contains("198.51.100.2:6443"));
+
+    tb.signal(nix::sys::signal::Signal::SIGTERM)?;
+    let status = tb.wait_exit(Duration::from_secs(30))?;
+    ensure!(status.success(), "testbed exited with {status}");
+    // Orderly teardown reaps the servers before exiting.
+    ensure!(
+        pids.iter().all(|p| !process_alive(*p)),
+        "servers outlived testbed"
+    );
+    ensure!(!tb.dir.join("env").exists(), "env file left behind");
+    Ok(())
+}
+
+#[test]
+fn e2e_controlplane_servers_die_with_a_killed_harness() -> Result<()> {
+    let (mut tb, vars) = Testbed::start("kill")?;
+    let pids = server_pids(&vars)?;
+    ensure!(pids.iter().all(|p| process_alive(*p)));
+    // SIGKILL runs no destructor: only PR_SET_PDEATHSIG can take the servers down.
+    tb.signal(nix::sys::signal::Signal::SIGKILL)?;
+    tb.wait_exit(Duration::from_secs(10))?;
+    wait_all_gone(&pids, Duration::from_secs(10))
+}

@@ -5,7 +5,7 @@
 //! ```
 //!
 //! Starts etcd + kube-apiserver, prints `KEY=value` lines (KUBECONFIG, KUBECONFIG_VM, APISERVER_URL,
-//! APISERVER_PORT, TESTBED_DIR) on stdout — and, with `--env-file`, writes them to that file once the
+//! APISERVER_PORT, TESTBED_DIR, SERVER_PIDS) on stdout — and, with `--env-file`, writes them to that file once the
 //! API server is ready — then stays in the foreground until SIGINT or SIGTERM and tears down.
 
 use std::io::Write as _;
@@ -67,13 +67,15 @@ fn main() -> Result<()> {
 fn up(args: UpArgs, stop: &SigSet) -> Result<()> {
     let cp = ControlPlane::start_with(args.opts).context("starting the control plane")?;
     let vm = cp.vm_kubeconfig()?;
+    let pids: Vec<String> = cp.pids().iter().map(u32::to_string).collect();
     let lines = format!(
-        "KUBECONFIG={}\nKUBECONFIG_VM={}\nAPISERVER_URL={}\nAPISERVER_PORT={}\nTESTBED_DIR={}\n",
+        "KUBECONFIG={}\nKUBECONFIG_VM={}\nAPISERVER_URL={}\nAPISERVER_PORT={}\nTESTBED_DIR={}\nSERVER_PIDS=\"{}\"\n",
         cp.kubeconfig().display(),
         vm.display(),
         cp.server_url(),
         cp.port(),
-        cp.dir().display()
+        cp.dir().display(),
+        pids.join(" ")
     );
     if let Some(path) = &args.env_file {
         // Written via rename so a script polling for the file never reads half of it.
