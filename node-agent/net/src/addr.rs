@@ -246,6 +246,17 @@ impl NetHandle {
         Ok(created)
     }
 
+    /// Delete a link by name. `NoSuchInterface` when it does not exist.
+    pub async fn delete_link(&self, name: &str) -> Result<()> {
+        let index = self.require_index(name).await?;
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(|e| NetError::from_rtnetlink(format!("delete link {name}"), e))
+    }
+
     /// Bring a link up (no-op when it already is).
     pub async fn set_up(&self, name: &str) -> Result<()> {
         let index = self.require_index(name).await?;
