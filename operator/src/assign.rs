@@ -24,7 +24,11 @@ pub const AUTO_PRIORITY_STEP: u8 = 10;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Listener {
     /// VIP, protocol (upper-case name) and port.
-    Port { vip: IpAddr, protocol: String, port: u16 },
+    Port {
+        vip: IpAddr,
+        protocol: String,
+        port: u16,
+    },
     /// Firewall-mark service; marks are per address family in IPVS.
     Mark { ipv6: bool, mark: u32 },
 }
@@ -148,23 +152,26 @@ pub fn plan_assignments(inputs: &[ServiceInput]) -> BTreeMap<String, Assignment>
 
     // Pass 1: VIPs with an explicit id.
     for (vip, members) in &by_vip {
-        let explicit: BTreeSet<u8> = members.iter().filter_map(|s| s.explicit_router_id).collect();
+        let explicit: BTreeSet<u8> = members
+            .iter()
+            .filter_map(|s| s.explicit_router_id)
+            .collect();
         match explicit.len() {
             0 => {}
             1 => {
                 let id = explicit.iter().copied().next().unwrap_or_default();
                 let slot = (vip.is_ipv6(), id);
-                if let Some((other_vip, other_key)) = taken.get(&slot) {
-                    if other_vip != vip {
-                        vip_ids.insert(
-                            *vip,
-                            Err(Conflict::RouterId {
-                                router_id: id,
-                                with: other_key.clone(),
-                            }),
-                        );
-                        continue;
-                    }
+                if let Some((other_vip, other_key)) = taken.get(&slot)
+                    && other_vip != vip
+                {
+                    vip_ids.insert(
+                        *vip,
+                        Err(Conflict::RouterId {
+                            router_id: id,
+                            with: other_key.clone(),
+                        }),
+                    );
+                    continue;
                 }
                 taken.insert(slot, (*vip, members[0].key.clone()));
                 vip_ids.insert(*vip, Ok(id));
@@ -303,7 +310,9 @@ mod tests {
         assert!(matches!(out["ns/b"], Assignment::Assigned { .. }));
         assert_eq!(
             out["ns/a"],
-            Assignment::Conflicted(Conflict::Listener { with: "ns/b".into() })
+            Assignment::Conflicted(Conflict::Listener {
+                with: "ns/b".into()
+            })
         );
     }
 
@@ -317,7 +326,11 @@ mod tests {
             port: 53,
         };
         let out = plan_assignments(&[a, b]);
-        assert_eq!(id_of(&out, "ns/a"), id_of(&out, "ns/b"), "same VIP shares an instance");
+        assert_eq!(
+            id_of(&out, "ns/a"),
+            id_of(&out, "ns/b"),
+            "same VIP shares an instance"
+        );
     }
 
     #[test]
@@ -471,13 +484,25 @@ mod tests {
     #[test]
     fn fwmark_listeners_conflict_per_family() {
         let mut a = svc("ns/a", "1", "192.0.2.10", 0);
-        a.listener = Listener::Mark { ipv6: false, mark: 1 };
+        a.listener = Listener::Mark {
+            ipv6: false,
+            mark: 1,
+        };
         let mut b = svc("ns/b", "2", "192.0.2.11", 0);
-        b.listener = Listener::Mark { ipv6: false, mark: 1 };
+        b.listener = Listener::Mark {
+            ipv6: false,
+            mark: 1,
+        };
         let mut c = svc("ns/c", "3", "2001:db8::1", 0);
-        c.listener = Listener::Mark { ipv6: true, mark: 1 };
+        c.listener = Listener::Mark {
+            ipv6: true,
+            mark: 1,
+        };
         let out = plan_assignments(&[a, b, c]);
-        assert!(matches!(out["ns/b"], Assignment::Conflicted(Conflict::Listener { .. })));
+        assert!(matches!(
+            out["ns/b"],
+            Assignment::Conflicted(Conflict::Listener { .. })
+        ));
         assert!(matches!(out["ns/c"], Assignment::Assigned { .. }));
     }
 
