@@ -14,7 +14,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -47,7 +46,7 @@ const CACHE_ENV: &str = "KUBE_LVS_CACHE";
 const START_ATTEMPTS: u32 = 3;
 const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(20);
 const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(90);
-const STOP_GRACE: Duration = Duration::from_secs(5);
+const APISERVER_STOP_GRACE: Duration = Duration::from_secs(3);
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 const LOG_TAIL_BYTES: u64 = 4000;
 
@@ -561,11 +560,13 @@ impl ControlPlane {
 
     fn stop_processes(&mut self) {
         // The API server first: it would otherwise log etcd errors while shutting down.
+        // Its graceful stop takes about a second and ends the log cleanly.
         if let Some(api) = self.apiserver.take() {
-            api.stop();
+            api.stop(APISERVER_STOP_GRACE);
         }
+        // Its data is thrown away, so there is nothing to flush: no grace period.
         if let Some(etcd) = self.etcd.take() {
-            etcd.stop();
+            etcd.stop(Duration::ZERO);
         }
         // The data is useless once etcd is gone, and may live outside the working directory.
         let _ = std::fs::remove_dir_all(&self.etcd_data);
@@ -703,7 +704,6 @@ impl Binaries {
             None => apiserver_from_cache()?,
         };
         let etcd = env_path(ETCD_BIN_ENV)
-            .or_else(|| cached(&format!("etcd-{}", "v3.5")))
             .or_else(|| which("etcd"))
             .ok_or_else(|| Error::MissingBinary {
                 name: "etcd".into(),
@@ -743,23 +743,6 @@ fn env_path(var: &str) -> Option<PathBuf> {
 
 fn cache_dir() -> Option<PathBuf> {
     env_path(CACHE_ENV).or_else(|| env_path("HOME").map(|h| h.join(".cache").join("kube-lvs")))
-}
-
-/// A cached binary whose name starts with `prefix` (e.g. `etcd-v3.5` matches `etcd-v3.5.21`).
-fn cached(prefix: &str) -> Option<PathBuf> {
-    let bin = cache_dir()?.join("bin");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(bin)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().and_then(OsStr::to_str).is_some_and(|n| {
-                n.starts_with(prefix) && !n.ends_with(".tmp") && !n.ends_with(".lock")
-            })
-        })
-        .collect();
-    found.sort();
-    found.pop()
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -1128,14 +1111,19 @@ impl Managed {
         }
     }
 
-    /// SIGTERM, a grace period, then SIGKILL; always reaps the child.
-    fn stop(mut self) {
+    /// SIGTERM and up to `grace` to exit, then SIGKILL; always reaps the child.
+    fn stop(mut self, grace: Duration) {
         if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        if grace.is_zero() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
             return;
         }
         let pid = Pid::from_raw(self.child.id() as i32);
         let _ = signal::kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + STOP_GRACE;
+        let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
