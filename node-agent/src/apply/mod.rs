@@ -229,7 +229,10 @@ impl Dataplane {
                 value: Some(value),
             } => self.sysctls.write(key, value)?,
             Op::SyncMarks(rules) => self.nft.sync(rules)?,
-            Op::AddAddress(a) => self.net.add_address(a).await?,
+            Op::AddAddress(a) => {
+                self.bring_up_vip_holder(&a.ifname).await?;
+                self.net.add_address(a).await?
+            }
             Op::ReplaceAddress { old, new } => {
                 match self.net.del_address(old).await {
                     Ok(()) => {}
@@ -254,6 +257,18 @@ impl Dataplane {
                     res?;
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Dataplane {
+    /// `tunl0` appears down when `ipip` is loaded, and a VIP on a down device is never used; these
+    /// devices exist only to hold VIPs (owned dummies are created up), so bringing them up is
+    /// part of placing the address.
+    async fn bring_up_vip_holder(&self, ifname: &str) -> Result<()> {
+        if matches!(ifname, "tunl0" | "lo") && !self.net.is_up(ifname).await? {
+            self.net.set_up(ifname).await?;
         }
         Ok(())
     }
