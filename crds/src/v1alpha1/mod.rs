@@ -14,9 +14,9 @@ pub use real_server::{
 };
 pub use virtual_service::{
     Assignment, ConnectionSync, DirectorStatus, Directors, DnsCheck, DnsRecordType, ExpectCheck,
-    Forwarding, Garp, HealthCheck, HealthCheckType, HttpCheck, InitialState, NodePriority,
-    OnFailure, Persistence, Protocol, Quorum, Scheduler, SchedulerFlag, ServiceKey, SorryServer,
-    SpecError, Tunnel, TunnelChecksum, TunnelType, VirtualService, VirtualServiceSpec,
+    Forwarding, Garp, HealthCheck, HealthCheckType, HttpCheck, InitialState, MarkMatch,
+    NodePriority, OnFailure, Persistence, Protocol, Quorum, Scheduler, SchedulerFlag, ServiceKey,
+    SorryServer, SpecError, Tunnel, TunnelChecksum, TunnelType, VirtualService, VirtualServiceSpec,
     VirtualServiceStatus, Vrrp, VrrpState, VrrpVersion,
 };
 

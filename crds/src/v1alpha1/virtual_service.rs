@@ -112,6 +112,14 @@ pub const DEFAULT_SYNC_GROUP_V6: &str = "ff02::8";
     .message("firewallMark replaces port and protocol: remove port and protocol, or remove firewallMark")
     .field_path(".firewallMark")
     .reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new("!has(self.firewallMark) || self.healthCheck.type == 'None' || has(self.healthCheck.port)")
+    .message("a firewallMark service has no port of its own: set healthCheck.port (or healthCheck.type None)")
+    .field_path(".healthCheck.port")
+    .reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("!has(self.firewallMarkMatch) || has(self.firewallMark)")
+    .message("firewallMarkMatch needs firewallMark")
+    .field_path(".firewallMarkMatch")
+    .reason(Reason::FieldValueForbidden))]
 #[x_kube(validation = Rule::new("!has(self.schedulerFlags) || self.schedulerFlags.all(f, f.startsWith(self.scheduler + '-'))")
     .message("schedulerFlags sh-port/sh-fallback need scheduler sh, and mh-port/mh-fallback need scheduler mh")
     .field_path(".schedulerFlags")
@@ -154,6 +162,13 @@ pub struct VirtualServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 4294967295u32))]
     pub firewall_mark: Option<u32>,
+
+    /// Packets kube-lvs marks with firewallMark itself, with nftables on the directors:
+    /// traffic to vip with one of these protocol/port sets. Only with firewallMark; absent
+    /// means your own rules mark the packets (the classic iptables -t mangle ... -j MARK).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub firewall_mark_match: Vec<MarkMatch>,
 
     /// IPVS scheduling algorithm, default wlc as in ipvsadm (keepalived: lb_algo; ipvsadm: -s;
     /// ldirectord: scheduler).
@@ -212,6 +227,24 @@ pub struct VirtualServiceSpec {
     /// connections survive a failover (keepalived: lvs_sync_daemon; ipvsadm: --start-daemon).
     #[serde(default)]
     pub connection_sync: ConnectionSync,
+}
+
+/// Traffic to the vip that gets the service's firewall mark.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MarkMatch {
+    /// Transport protocol to match (iptables -p).
+    pub protocol: Protocol,
+
+    /// Destination ports to match, each 1-65535; empty matches every port of the protocol
+    /// (iptables --dport / -m multiport --dports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(range(min = 1, max = 65535)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub ports: Vec<u16>,
 }
 
 /// Transport protocol of a port service.
@@ -759,10 +792,10 @@ fn default_node_selector() -> BTreeMap<String, String> {
 /// VRRP instance parameters.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.version != 2 || (duration(self.advertisementInterval) >= duration('1s') && duration(self.advertisementInterval) <= duration('255s') && duration(self.advertisementInterval) == duration(string(duration(self.advertisementInterval).getSeconds()) + 's'))")
+#[x_kube(validation = Rule::new("self.version != 2 || (duration(self.advertisementInterval) >= duration('1s') && duration(self.advertisementInterval) <= duration('255s') && duration(self.advertisementInterval).getMilliseconds() % 1000 == 0)")
     .message("VRRP version 2 needs a whole number of seconds from 1s to 255s")
     .field_path(".advertisementInterval"))]
-#[x_kube(validation = Rule::new("self.version != 3 || (duration(self.advertisementInterval) >= duration('10ms') && duration(self.advertisementInterval) <= duration('40950ms') && duration(self.advertisementInterval) == duration(string(duration(self.advertisementInterval).getMilliseconds() / 10 * 10) + 'ms'))")
+#[x_kube(validation = Rule::new("self.version != 3 || (duration(self.advertisementInterval) >= duration('10ms') && duration(self.advertisementInterval) <= duration('40950ms') && duration(self.advertisementInterval).getMilliseconds() % 10 == 0)")
     .message("VRRP version 3 needs a multiple of 10ms from 10ms to 40.95s")
     .field_path(".advertisementInterval"))]
 #[x_kube(validation = Rule::new("self.version == 2 || !has(self.authSecretRef)")
