@@ -122,6 +122,10 @@ pub struct ControlPlane {
     san_ips: Vec<IpAddr>,
     kubeconfig: PathBuf,
     startup: Duration,
+    /// kube-apiserver binary and flags, kept to restart it on the same port.
+    apiserver_cmd: (PathBuf, Vec<String>),
+    /// Numbers log files so a restart or retry never overwrites an earlier log.
+    log_seq: u32,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -170,6 +174,8 @@ impl ControlPlane {
             san_ips,
             kubeconfig: PathBuf::new(),
             startup: Duration::ZERO,
+            apiserver_cmd: (PathBuf::new(), Vec::new()),
+            log_seq: 0,
         };
 
         let mut last_err = None;
@@ -240,41 +246,32 @@ impl ControlPlane {
         self.wait_etcd(etcd_client)?;
 
         let sa_issuer = "https://kubernetes.default.svc.cluster.local";
-        let mut api = Command::new(apiserver_bin);
-        api.arg(format!("--etcd-servers={}", self.etcd_url))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg(format!("--secure-port={api_port}"))
-            .arg(format!("--tls-cert-file={}", pki.serving_cert.display()))
-            .arg(format!(
-                "--tls-private-key-file={}",
-                pki.serving_key.display()
-            ))
-            .arg(format!("--client-ca-file={}", pki.ca_cert.display()))
-            .arg("--authorization-mode=RBAC")
-            .arg(format!("--service-account-issuer={sa_issuer}"))
-            .arg(format!(
-                "--service-account-key-file={}",
-                pki.sa_pub.display()
-            ))
-            .arg(format!(
+        let mut args = vec![
+            format!("--etcd-servers={}", self.etcd_url),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={api_port}"),
+            format!("--tls-cert-file={}", pki.serving_cert.display()),
+            format!("--tls-private-key-file={}", pki.serving_key.display()),
+            format!("--client-ca-file={}", pki.ca_cert.display()),
+            "--authorization-mode=RBAC".into(),
+            format!("--service-account-issuer={sa_issuer}"),
+            format!("--service-account-key-file={}", pki.sa_pub.display()),
+            format!(
                 "--service-account-signing-key-file={}",
                 pki.sa_key.display()
-            ))
-            .arg(format!(
-                "--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"
-            ))
+            ),
+            format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
             // No real endpoints exist for the `kubernetes` Service: the apiserver listens on loopback.
-            .arg("--endpoint-reconciler-type=none")
-            .arg("--allow-privileged=true")
-            .arg(format!(
-                "--cert-dir={}",
-                self.dir.join("apiserver-certs").display()
-            ))
-            .arg("--profiling=false")
-            .args(&opts.extra_apiserver_args);
-        let api_log = self.dir.join(format!("kube-apiserver-{attempt}.log"));
-        self.apiserver = Some(Managed::spawn("kube-apiserver", api, &api_log)?);
+            "--endpoint-reconciler-type=none".into(),
+            "--allow-privileged=true".into(),
+            format!("--cert-dir={}", self.dir.join("apiserver-certs").display()),
+            "--profiling=false".into(),
+        ];
+        args.extend(opts.extra_apiserver_args.iter().cloned());
+        self.apiserver_cmd = (apiserver_bin.to_path_buf(), args);
+        self.log_seq = attempt;
+        self.spawn_apiserver()?;
 
         self.kubeconfig = self.dir.join("kubeconfig");
         write_kubeconfig(
@@ -287,6 +284,36 @@ impl ControlPlane {
                 key: &pki.admin_key,
             },
         )?;
+        self.wait_apiserver()
+    }
+
+    fn spawn_apiserver(&mut self) -> Result<(), Error> {
+        let (bin, args) = &self.apiserver_cmd;
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        let log = self
+            .dir
+            .join(format!("kube-apiserver-{}.log", self.log_seq));
+        self.apiserver = Some(Managed::spawn("kube-apiserver", cmd, &log)?);
+        Ok(())
+    }
+
+    /// Stops kube-apiserver (etcd keeps the data): clients then see connection refused, as during
+    /// an API-server outage.
+    pub fn stop_apiserver(&mut self) {
+        if let Some(api) = self.apiserver.take() {
+            api.stop(APISERVER_STOP_GRACE);
+        }
+    }
+
+    /// Starts kube-apiserver again on the same port with the same flags (after
+    /// [`Self::stop_apiserver`]) and waits until it is ready.
+    pub fn start_apiserver(&mut self) -> Result<(), Error> {
+        if self.apiserver.is_some() {
+            return Ok(());
+        }
+        self.log_seq += 1;
+        self.spawn_apiserver()?;
         self.wait_apiserver()
     }
 

@@ -28,7 +28,7 @@ fn unique(prefix: &str) -> String {
 #[test]
 fn e2e_controlplane_lifecycle() -> Result<()> {
     let began = Instant::now();
-    let cp = ControlPlane::start().context("starting the control plane")?;
+    let mut cp = ControlPlane::start().context("starting the control plane")?;
     eprintln!(
         "control plane ready in {:?} at {} (dir {})",
         began.elapsed(),
@@ -50,6 +50,7 @@ fn e2e_controlplane_lifecycle() -> Result<()> {
     rbac_is_enforced_for_service_accounts(&cp)?;
     nodes_can_be_registered(&cp)?;
     vm_kubeconfig_points_at_forwarded_address(&cp)?;
+    apiserver_outage_keeps_data(&mut cp)?;
 
     drop(cp);
     for pid in &pids {
@@ -510,4 +511,81 @@ fn e2e_controlplane_servers_die_with_a_killed_harness() -> Result<()> {
     tb.signal(nix::sys::signal::Signal::SIGKILL)?;
     tb.wait_exit(Duration::from_secs(10))?;
     wait_all_gone(&pids, Duration::from_secs(10))
+}
+
+fn apiserver_outage_keeps_data(cp: &mut ControlPlane) -> Result<()> {
+    let ns = unique("cp-outage");
+    cp.kubectl_ok(&["create", "namespace", &ns])?;
+    cp.kubectl_ok(&[
+        "create",
+        "configmap",
+        "survivor",
+        "-n",
+        &ns,
+        "--from-literal=k=v",
+    ])?;
+    let old_pids = cp.pids();
+    cp.stop_apiserver();
+    ensure!(
+        cp.pids().len() == 1,
+        "only etcd should remain: {:?}",
+        cp.pids()
+    );
+    let down = cp.kubectl(&[
+        "get",
+        "configmap",
+        "survivor",
+        "-n",
+        &ns,
+        "--request-timeout=3s",
+    ])?;
+    ensure!(!down.status.success(), "API server answered while stopped");
+    ensure!(
+        stderr(&down).contains("refused"),
+        "unexpected failure while stopped: {}",
+        stderr(&down)
+    );
+    cp.start_apiserver()?;
+    ensure!(cp.pids().len() == 2);
+    ensure!(cp.pids() != old_pids, "the API server was not restarted");
+    let got = cp.kubectl_ok(&[
+        "get",
+        "configmap",
+        "survivor",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.data.k}",
+    ])?;
+    ensure!(got == "v", "data after restart: {got:?}");
+    Ok(())
+}
+
+#[test]
+fn e2e_controlplane_keeps_dir_when_panicking() -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let joined = std::thread::spawn(move || {
+        let cp = match ControlPlane::start() {
+            Ok(cp) => cp,
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let _ = tx.send(Ok((cp.dir().to_path_buf(), cp.pids())));
+        panic!("deliberate panic with a live control plane");
+    })
+    .join();
+    ensure!(joined.is_err(), "the thread was expected to panic");
+    let (dir, pids) = rx.recv()?.map_err(anyhow::Error::msg)?;
+    let kept = dir.join("kubeconfig").is_file() && dir.join("kube-apiserver-1.log").is_file();
+    let _ = std::fs::remove_dir_all(&dir);
+    ensure!(kept, "{} was not kept after a panic", dir.display());
+    for pid in pids {
+        ensure!(
+            !process_exists(pid),
+            "process {pid} survived a panicking drop"
+        );
+    }
+    Ok(())
 }
