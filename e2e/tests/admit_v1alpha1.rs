@@ -850,6 +850,62 @@ fn admit_v1alpha1() -> Result<()> {
         Some(&["192.0.2.100", "80", "TCP", "wrr", "DirectRouting"][..]),
         "{row}"
     );
+    // Status columns come from the status subresource, as operator and agents will write it.
+    cp.kubectl_ok(&[
+        "patch",
+        "-n",
+        &ns,
+        "virtualservice",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"master":"lvs01","healthy":"2/2","healthyRealServers":2,"totalRealServers":2,
+            "directors":[{"nodeName":"lvs01","state":"Master","priority":100,"programmed":true}],
+            "conditions":[{"type":"Ready","status":"True","reason":"Programmed","message":"",
+            "lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#,
+    ])?;
+    cp.kubectl_ok(&[
+        "patch",
+        "-n",
+        &ns,
+        "realserver",
+        "web-1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"health":"Healthy","activeConnections":7,"inactiveConnections":1}}"#,
+    ])?;
+    let vs_row = cp.kubectl_ok(&["get", "lvsvs", "-n", &ns, "web", "--no-headers"])?;
+    let cells: Vec<&str> = vs_row.split_whitespace().collect();
+    assert_eq!(
+        cells.get(6..9),
+        Some(&["lvs01", "2/2", "True"][..]),
+        "{vs_row}"
+    );
+    let rs_row = cp.kubectl_ok(&["get", "lvsrs", "-n", &ns, "web-1", "--no-headers"])?;
+    let cells: Vec<&str> = rs_row.split_whitespace().collect();
+    assert_eq!(
+        cells.get(1..6),
+        Some(&["192.0.2.11", "80", "1", "Healthy", "7"][..]),
+        "{rs_row}"
+    );
+    let bad_status = cp.kubectl(&[
+        "patch",
+        "-n",
+        &ns,
+        "virtualservice",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"directors":[{"nodeName":"lvs01","state":"Leader"}]}}"#,
+    ])?;
+    ensure!(
+        !bad_status.status.success() && stderr(&bad_status).contains("status.directors[0].state"),
+        "status with an unknown VRRP state was accepted: {}",
+        stderr(&bad_status)
+    );
     let wide = cp.kubectl_ok(&["get", "lvsvs", "-n", &ns, "-o", "wide", "secure-web"])?;
     ensure!(wide.contains("FWMARK") && wide.contains(" 10 "), "{wide}");
     let explain = cp.kubectl_ok(&["explain", "virtualservice.spec.healthCheck.interval"])?;
