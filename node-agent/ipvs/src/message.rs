@@ -365,7 +365,8 @@ fn put_daemon(w: &mut AttrWriter<'_>, d: &SyncDaemon) {
         None => {}
     }
     if d.mcast_port != 0 {
-        w.put_be16(IPVS_DAEMON_ATTR_MCAST_PORT, d.mcast_port);
+        // Unlike service/destination ports, the kernel keeps this one in host byte order.
+        w.put_u16(IPVS_DAEMON_ATTR_MCAST_PORT, d.mcast_port);
     }
     if d.mcast_ttl != 0 {
         w.put_u8(IPVS_DAEMON_ATTR_MCAST_TTL, d.mcast_ttl);
@@ -599,7 +600,7 @@ pub fn decode_daemon(buf: &[u8], report: &mut DecodeReport) -> Option<SyncDaemon
         sync_id: u8::try_from(sync_id).ok()?,
         max_len: t.u16(IPVS_DAEMON_ATTR_SYNC_MAXLEN, report).unwrap_or(0),
         mcast_group,
-        mcast_port: t.be16(IPVS_DAEMON_ATTR_MCAST_PORT, report).unwrap_or(0),
+        mcast_port: t.u16(IPVS_DAEMON_ATTR_MCAST_PORT, report).unwrap_or(0),
         mcast_ttl: t.u8(IPVS_DAEMON_ATTR_MCAST_TTL, report).unwrap_or(0),
     })
 }
