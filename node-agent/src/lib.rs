@@ -5,3 +5,4 @@ pub mod director;
 pub mod error;
 pub mod model;
 pub mod plan;
+pub mod report;
