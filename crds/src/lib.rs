@@ -105,6 +105,108 @@ pub fn render_crds() -> Result<Vec<RenderedCrd>, CrdError> {
 mod tests {
     use super::*;
 
+    fn walk(path: &str, schema: &JSONSchemaProps, visit: &mut dyn FnMut(&str, &JSONSchemaProps)) {
+        visit(path, schema);
+        for (name, child) in schema.properties.iter().flatten() {
+            walk(&format!("{path}.{name}"), child, visit);
+        }
+        if let Some(JSONSchemaPropsOrArray::Schema(items)) = &schema.items {
+            walk(&format!("{path}[]"), items, visit);
+        }
+    }
+
+    fn for_each_schema(visit: &mut dyn FnMut(&str, &JSONSchemaProps)) {
+        for crd in crds() {
+            for version in &crd.spec.versions {
+                let root = version
+                    .schema
+                    .as_ref()
+                    .and_then(|s| s.open_api_v3_schema.as_ref())
+                    .unwrap();
+                for part in ["spec", "status"] {
+                    let schema = root.properties.as_ref().and_then(|p| p.get(part)).unwrap();
+                    walk(&format!("{}.{part}", crd.spec.names.kind), schema, visit);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_field_is_described() {
+        // Descriptions are what `kubectl explain` shows; a field without one is undocumented.
+        let mut missing = Vec::new();
+        let mut count = 0;
+        for_each_schema(&mut |path, schema| {
+            count += 1;
+            if schema.description.as_deref().is_none_or(str::is_empty) && !path.ends_with("[]") {
+                missing.push(path.to_owned());
+            }
+        });
+        assert!(count > 100, "walked only {count} schemas");
+        assert!(
+            missing.is_empty(),
+            "fields without description: {missing:#?}"
+        );
+    }
+
+    #[test]
+    fn every_cel_rule_explains_itself_and_names_a_field() {
+        let mut rules = 0;
+        let mut problems = Vec::new();
+        for_each_schema(&mut |path, schema| {
+            for rule in schema.x_kubernetes_validations.iter().flatten() {
+                rules += 1;
+                if rule.message.as_deref().is_none_or(str::is_empty) {
+                    problems.push(format!("{path}: rule {:?} has no message", rule.rule));
+                }
+                // Rules on objects must point at the field they judge; rules on scalars are
+                // reported at the scalar itself.
+                if schema.type_.as_deref() == Some("object") && rule.field_path.is_none() {
+                    problems.push(format!("{path}: rule {:?} has no fieldPath", rule.rule));
+                }
+            }
+        });
+        assert!(rules >= 25, "only {rules} CEL rules found");
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn printer_columns_and_names() {
+        let crds = crds();
+        let columns = |i: usize| -> Vec<String> {
+            crds[i].spec.versions[0]
+                .additional_printer_columns
+                .iter()
+                .flatten()
+                .filter(|c| c.priority.unwrap_or(0) == 0)
+                .map(|c| c.name.clone())
+                .collect()
+        };
+        assert_eq!(
+            columns(0),
+            [
+                "VIP", "PORT", "PROTO", "SCHED", "MODE", "MASTER", "HEALTHY", "READY", "AGE"
+            ]
+        );
+        assert_eq!(
+            columns(1),
+            ["ADDRESS", "PORT", "WEIGHT", "HEALTH", "ACTIVE", "AGE"]
+        );
+        for (crd, short) in crds.iter().zip(["lvsvs", "lvsrs"]) {
+            let names = &crd.spec.names;
+            assert_eq!(names.short_names.as_deref(), Some(&[short.to_owned()][..]));
+            assert_eq!(names.categories.as_deref(), Some(&["lvs".to_owned()][..]));
+            assert_eq!(crd.spec.scope, "Namespaced");
+            let version = &crd.spec.versions[0];
+            assert!(
+                version
+                    .subresources
+                    .as_ref()
+                    .is_some_and(|s| s.status.is_some())
+            );
+        }
+    }
+
     #[test]
     fn unwrap_text_keeps_paragraphs() {
         assert_eq!(unwrap_text("a\nb\n\nc\n d"), "a b\n\nc d");
