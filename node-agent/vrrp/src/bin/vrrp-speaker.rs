@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    tracing::info!("stopping: resigning mastership");
     let metrics = speaker.render_metrics();
     speaker.shutdown().await;
     if let Some(path) = &metrics_out {

@@ -754,3 +754,92 @@ async fn receive_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(json: &str) -> InstanceConfig {
+        serde_json::from_str(json).unwrap()
+    }
+
+    const BASE: &str =
+        r#"{"name":"vi","interface":"eth0","vrid":51,"priority":100,"vips":["192.0.2.100"]}"#;
+
+    #[test]
+    fn vip_parsing_defaults_to_host_prefix() {
+        assert_eq!(
+            "192.0.2.100".parse::<Vip>().unwrap(),
+            Vip {
+                addr: "192.0.2.100".parse().unwrap(),
+                prefix_len: 32
+            }
+        );
+        assert_eq!("2001:db8::1/64".parse::<Vip>().unwrap().prefix_len, 64);
+        assert_eq!("2001:db8::1".parse::<Vip>().unwrap().prefix_len, 128);
+        assert!("192.0.2.1/33".parse::<Vip>().is_err());
+        assert!("nope".parse::<Vip>().is_err());
+    }
+
+    #[test]
+    fn defaults_follow_keepalived() {
+        let i = inst(BASE);
+        assert_eq!(i.version, 2);
+        assert_eq!(i.advert_interval_ms, 1000);
+        assert!(i.preempt);
+        assert_eq!(i.garp_count, 5);
+        assert_eq!(i.garp_repeat_delay_ms, 5000);
+        assert!(i.validate().is_ok());
+        assert_eq!(i.interval_cs().unwrap(), 100);
+    }
+
+    #[test]
+    fn validation_rejects_what_the_protocol_cannot_carry() {
+        let mut i = inst(BASE);
+        i.advert_interval_ms = 100;
+        assert!(i.validate().is_err(), "v2 needs whole seconds");
+        i.version = 3;
+        assert!(i.validate().is_ok());
+        assert_eq!(i.interval_cs().unwrap(), 10);
+        i.password = Some("x".into());
+        assert!(i.validate().is_err(), "no auth in v3");
+        let mut i = inst(BASE);
+        i.vips = vec!["2001:db8::1".parse().unwrap()];
+        assert!(i.validate().is_err(), "v2 is IPv4 only");
+        i.version = 3;
+        assert!(i.validate().is_ok());
+        i.vips.push("192.0.2.1".parse().unwrap());
+        assert!(i.validate().is_err(), "mixed families");
+        let mut i = inst(BASE);
+        i.priority = 0;
+        assert!(i.validate().is_err());
+        let mut i = inst(BASE);
+        i.unicast_peers = vec!["2001:db8::2".parse().unwrap()];
+        assert!(i.validate().is_err());
+        assert!(serde_json::from_str::<InstanceConfig>(r#"{"name":"x","bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn units_group_sync_members_together() {
+        let mut a = inst(BASE);
+        a.name = "a".into();
+        a.group = Some("g".into());
+        let mut b = a.clone();
+        b.name = "b".into();
+        let mut c = inst(BASE);
+        c.name = "c".into();
+        let cfg = SpeakerConfig {
+            instances: vec![a, c, b],
+        };
+        let units = cfg.units();
+        assert_eq!(units.len(), 2);
+        let names: Vec<Vec<&str>> = units
+            .iter()
+            .map(|u| u.iter().map(|i| i.name.as_str()).collect())
+            .collect();
+        assert_eq!(names, vec![vec!["c"], vec!["a", "b"]]);
+        let mut dup = cfg.clone();
+        dup.instances.push(dup.instances[0].clone());
+        assert!(matches!(dup.validate(), Err(ConfigError::Duplicate(_))));
+    }
+}

@@ -227,10 +227,15 @@ impl Bed {
 
 impl Drop for Bed {
     fn drop(&mut self) {
+        if std::env::var_os("KLV_KEEP_LOGS").is_some() {
+            eprintln!("logs kept in {}", self.dir.display());
+        }
         for ns in self.created.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("KLV_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
