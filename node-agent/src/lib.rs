@@ -1,6 +1,7 @@
 //! kube-lvs node-agent.
 
 pub mod apply;
+pub mod build;
 pub mod director;
 pub mod error;
 pub mod model;
