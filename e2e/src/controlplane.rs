@@ -769,7 +769,16 @@ fn env_path(var: &str) -> Option<PathBuf> {
 }
 
 fn cache_dir() -> Option<PathBuf> {
-    env_path(CACHE_ENV).or_else(|| env_path("HOME").map(|h| h.join(".cache").join("kube-lvs")))
+    // Same rule as the build scripts: HOME, or the account's home directory when HOME is unset.
+    let home = || {
+        env_path("HOME").or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.dir)
+        })
+    };
+    env_path(CACHE_ENV).or_else(|| home().map(|h| h.join(".cache").join("kube-lvs")))
 }
 
 fn which(name: &str) -> Option<PathBuf> {

@@ -4,7 +4,9 @@
 # finds the finished binary.
 set -euo pipefail
 version="${HELM_VERSION:-v3.19.5}"
-cache="${KUBE_LVS_CACHE:-$HOME/.cache/kube-lvs}"
+# HOME may be unset in CI-like environments; fall back to the account database.
+home="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+cache="${KUBE_LVS_CACHE:-$home/.cache/kube-lvs}"
 out="$cache/bin/helm-$version"
 if [ -x "$out" ]; then echo "$out"; exit 0; fi
 mkdir -p "$cache/bin"

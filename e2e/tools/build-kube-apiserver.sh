@@ -7,7 +7,9 @@
 set -euo pipefail
 version="${KUBE_VERSION:-v1.33.13}"
 cmd="${KUBE_CMD:-kube-apiserver}"
-cache="${KUBE_LVS_CACHE:-$HOME/.cache/kube-lvs}"
+# HOME may be unset in CI-like environments; fall back to the account database.
+home="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+cache="${KUBE_LVS_CACHE:-$home/.cache/kube-lvs}"
 out="$cache/bin/$cmd-$version"
 if [ -x "$out" ]; then echo "$out"; exit 0; fi
 mkdir -p "$cache/bin"
