@@ -9,6 +9,7 @@ use kube_lvs_node_agent::apply::{DEFAULT_STATE_PATH, Dataplane, StateStore};
 use kube_lvs_node_agent::model::file::DesiredFile;
 use kube_lvs_node_agent::model::{Desired, Observed, Owned};
 use kube_lvs_node_agent::plan::plan;
+use kube_lvs_node_agent::run::{RunConfig, run};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -33,6 +34,19 @@ enum Cmd {
     Apply {
         #[arg(long)]
         desired: PathBuf,
+    },
+    /// Run the agent: watch the API, program the kernel, speak VRRP, check real servers, report.
+    Run {
+        /// This node's name (the Node object); from the downward API in a DaemonSet.
+        #[arg(long, env = "NODE_NAME")]
+        node: String,
+        /// Interface for VIPs and VRRP when a VirtualService names none and no address of this
+        /// node shares the VIP's subnet.
+        #[arg(long, env = "KUBE_LVS_INTERFACE")]
+        interface: Option<String>,
+        /// Seconds between full passes without events.
+        #[arg(long, default_value_t = 30)]
+        resync_seconds: u64,
     },
 }
 
@@ -75,7 +89,8 @@ fn split(observed: &Observed, owned: &Owned) -> (DesiredFile, DesiredFile) {
     )
 }
 
-#[tokio::main(flavor = "current_thread")]
+// Two workers: the data plane's netlink calls block one while VRRP timers and checks run on the other.
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -85,9 +100,26 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let dp = Dataplane::connect(StateStore::new(&cli.state))?;
+    let connect = || Dataplane::connect(StateStore::new(&cli.state));
     match cli.cmd {
+        Cmd::Run {
+            node,
+            interface,
+            resync_seconds,
+        } => {
+            let client = kube::Client::try_default()
+                .await
+                .context("building the Kubernetes client")?;
+            let cfg = RunConfig {
+                node,
+                state_path: cli.state.clone(),
+                default_interface: interface,
+                resync: std::time::Duration::from_secs(resync_seconds),
+            };
+            run(client, cfg).await?;
+        }
         Cmd::Dump { desired } => {
+            let dp = connect()?;
             let desired = match desired {
                 Some(p) => read_desired(&p)?,
                 None => Desired::default(),
@@ -108,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", serde_yaml::to_string(&out)?);
         }
         Cmd::Apply { desired } => {
+            let dp = connect()?;
             let desired = read_desired(&desired)?;
             let pass = dp.reconcile(&desired).await?;
             // One machine-readable summary line (tests and benchmarks parse it).

@@ -96,6 +96,11 @@ pub fn check_target(vs: &VirtualService, rs: &RealServer) -> Result<SocketAddr, 
     Ok(SocketAddr::new(ip, port))
 }
 
+/// Whether a check target (address and port, or the check port) belongs to this RealServer.
+pub fn check_target_matches(rs: &RealServer, target: SocketAddr) -> bool {
+    rs.spec.address_addr().is_ok_and(|a| a == target.ip())
+}
+
 fn duration(
     object: &str,
     field: &'static str,
