@@ -707,3 +707,95 @@ fn decode_one(one: &[u8]) -> Option<Incoming> {
         _ => Incoming::Other { seq },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service reply as the kernel builds it, with a 32-bit and optionally a 64-bit stats nest.
+    fn service_reply(with64: bool) -> IpvsPayload {
+        let svc = Service::new(
+            ServiceKey::addr(Protocol::Tcp, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 80),
+            Scheduler::RoundRobin,
+        );
+        let mut attrs = Vec::new();
+        let mut w = AttrWriter::new(&mut attrs);
+        let n = w.begin_nest(IPVS_CMD_ATTR_SERVICE);
+        put_key_fields(&mut w, &svc.key);
+        w.put_str(IPVS_SVC_ATTR_SCHED_NAME, "rr");
+        w.put(IPVS_SVC_ATTR_FLAGS, &[2, 0, 0, 0, 255, 255, 255, 255]); // HASHED only
+        w.put_u32(IPVS_SVC_ATTR_TIMEOUT, 0);
+        w.put(IPVS_SVC_ATTR_NETMASK, &[255; 4]);
+        let s = w.begin_nest(IPVS_SVC_ATTR_STATS);
+        w.put_u32(IPVS_STATS_ATTR_CONNS, 7);
+        w.put_u32(IPVS_STATS_ATTR_INPKTS, 70);
+        w.put(IPVS_STATS_ATTR_INBYTES, &7000u64.to_ne_bytes());
+        w.put_u32(IPVS_STATS_ATTR_CPS, 1);
+        w.end_nest(s);
+        if with64 {
+            let s = w.begin_nest(IPVS_SVC_ATTR_STATS64);
+            w.put(
+                IPVS_STATS_ATTR_CONNS,
+                &(u64::from(u32::MAX) + 7).to_ne_bytes(),
+            );
+            w.put(
+                IPVS_STATS_ATTR_INPKTS,
+                &(u64::from(u32::MAX) + 70).to_ne_bytes(),
+            );
+            w.put(IPVS_STATS_ATTR_INBYTES, &7000u64.to_ne_bytes());
+            w.put(IPVS_STATS_ATTR_CPS, &1u64.to_ne_bytes());
+            w.end_nest(s);
+        }
+        w.end_nest(n);
+        IpvsPayload {
+            cmd: IPVS_CMD_NEW_SERVICE,
+            attrs,
+        }
+    }
+
+    #[test]
+    fn stats64_preferred_over_32bit() {
+        let mut r = DecodeReport::default();
+        let Some(Reply::Service(s)) = decode_reply(&service_reply(true), None, &mut r) else {
+            panic!("no service")
+        };
+        assert_eq!(s.stats.conns, u64::from(u32::MAX) + 7);
+        assert_eq!(s.stats.in_packets, u64::from(u32::MAX) + 70);
+        assert_eq!(r, DecodeReport::default());
+        // The internal HASHED flag is not a configurable property.
+        assert_eq!(s.config, Service::new(s.config.key, Scheduler::RoundRobin));
+    }
+
+    #[test]
+    fn falls_back_to_32bit_stats() {
+        let mut r = DecodeReport::default();
+        let Some(Reply::Service(s)) = decode_reply(&service_reply(false), None, &mut r) else {
+            panic!("no service")
+        };
+        assert_eq!(
+            (
+                s.stats.conns,
+                s.stats.in_packets,
+                s.stats.in_bytes,
+                s.stats.cps
+            ),
+            (7, 70, 7000, 1)
+        );
+        assert_eq!(r, DecodeReport::default());
+    }
+
+    #[test]
+    fn netmask_representation_per_family() {
+        assert_eq!(netmask_bytes(AddressFamily::Ipv4, 24), [255, 255, 255, 0]);
+        assert_eq!(netmask_bytes(AddressFamily::Ipv4, 0), [0; 4]);
+        assert_eq!(netmask_bytes(AddressFamily::Ipv6, 64), 64u32.to_ne_bytes());
+        for p in 0..=32 {
+            let b = netmask_bytes(AddressFamily::Ipv4, p);
+            assert_eq!(prefix_from_netmask(AddressFamily::Ipv4, b), p);
+        }
+        for p in 0..=128 {
+            let b = netmask_bytes(AddressFamily::Ipv6, p);
+            assert_eq!(prefix_from_netmask(AddressFamily::Ipv6, b), p);
+        }
+    }
+}
