@@ -5,9 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
@@ -395,20 +396,52 @@ fn fwmark_persistent_service_spans_two_ports() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A TCP echo server (python3) on `port` in `host`; killed with the topology.
-const ECHO: &str = "import socket,threading\n\
-s=socket.socket(socket.AF_INET)\n\
-s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-s.bind(('0.0.0.0',9000))\n\
-s.listen(8)\n\
-def h(c):\n\
-    while True:\n\
-        d=c.recv(100)\n\
-        if not d: break\n\
-        c.sendall(d)\n\
-while True:\n\
-    c,_=s.accept()\n\
-    threading.Thread(target=h,args=(c,),daemon=True).start()\n";
+/// A TCP echo server on `0.0.0.0:port` inside `ns`, on a thread that stops when dropped.
+struct EchoServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Option<()>>>,
+}
+
+impl EchoServer {
+    fn start(ns: &std::path::Path, port: u16) -> anyhow::Result<Self> {
+        let listener = in_netns(ns, move || TcpListener::bind(("0.0.0.0", port)))??;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        // The socket already belongs to the namespace; the thread only serves it.
+        let thread = std::thread::spawn(move || {
+            let mut conns: Vec<TcpStream> = Vec::new();
+            let mut buf = [0u8; 256];
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((c, _)) = listener.accept()
+                    && c.set_nonblocking(true).is_ok()
+                {
+                    conns.push(c);
+                }
+                conns.retain_mut(|c| match c.read(&mut buf) {
+                    Ok(0) => false,
+                    Ok(n) => c.write_all(buf.get(..n).unwrap_or_default()).is_ok(),
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                });
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Some(())
+        });
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 fn echo(stream: &mut TcpStream, msg: &[u8]) -> anyhow::Result<()> {
     stream.write_all(msg)?;
@@ -434,7 +467,7 @@ fn restart_adopts_state_with_zero_ops_and_keeps_connection() -> anyhow::Result<(
     let rs1 = Agent::new(&topo, lvs_lan::RS1)?;
     let rs_yaml = real_server_yaml("lo", vip());
     rs1.apply(&rs_yaml)?;
-    let _echo = topo.spawn(lvs_lan::RS1, &["python3", "-c", ECHO])?;
+    let _echo = EchoServer::start(&topo.ns_path(lvs_lan::RS1)?, 9000)?;
 
     let target = SocketAddr::new(vip(), 9000);
     let ns = topo.ns_path(lvs_lan::CLIENT)?;
