@@ -106,6 +106,10 @@ pub struct ControlPlaneOptions {
     pub dir: Option<PathBuf>,
     /// Extra kube-apiserver flags, appended last so they override ours.
     pub extra_apiserver_args: Vec<String>,
+    /// kube-apiserver binary; wins over `KUBE_LVS_APISERVER_BIN` and the cache.
+    pub apiserver_bin: Option<PathBuf>,
+    /// etcd binary; wins over `KUBE_LVS_ETCD_BIN` and `PATH`.
+    pub etcd_bin: Option<PathBuf>,
 }
 
 /// A running etcd + kube-apiserver pair. Dropping it stops both processes; if the thread is
@@ -146,7 +150,7 @@ impl ControlPlane {
 
     pub fn start_with(opts: ControlPlaneOptions) -> Result<ControlPlane, Error> {
         let began = Instant::now();
-        let bins = Binaries::resolve()?;
+        let bins = Binaries::resolve(&opts)?;
         let (dir, remove_dir) = match &opts.dir {
             Some(d) => (d.clone(), false),
             None => (unique_dir(&std::env::temp_dir(), "kube-lvs-cp")?, true),
@@ -192,10 +196,19 @@ impl ControlPlane {
                     cp.stop_processes();
                     last_err = Some(e);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    last_err = Some(e);
+                    break;
+                }
             }
         }
         if let Some(e) = last_err {
+            // The logs explain the failure: keep them.
+            cp.remove_dir = false;
+            eprintln!(
+                "control plane: start failed, keeping {} (logs)",
+                cp.dir.display()
+            );
             return Err(e);
         }
         cp.startup = began.elapsed();
@@ -725,12 +738,19 @@ struct Binaries {
 }
 
 impl Binaries {
-    fn resolve() -> Result<Binaries, Error> {
-        let apiserver = match env_path(APISERVER_BIN_ENV) {
+    fn resolve(opts: &ControlPlaneOptions) -> Result<Binaries, Error> {
+        let apiserver = match opts
+            .apiserver_bin
+            .clone()
+            .or_else(|| env_path(APISERVER_BIN_ENV))
+        {
             Some(p) => p,
             None => apiserver_from_cache()?,
         };
-        let etcd = env_path(ETCD_BIN_ENV)
+        let etcd = opts
+            .etcd_bin
+            .clone()
+            .or_else(|| env_path(ETCD_BIN_ENV))
             .or_else(|| which("etcd"))
             .ok_or_else(|| Error::MissingBinary {
                 name: "etcd".into(),

@@ -589,3 +589,46 @@ fn e2e_controlplane_keeps_dir_when_panicking() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn e2e_controlplane_failed_start_reports_and_cleans_up() -> Result<()> {
+    // An API server that exits at once: every attempt fails, the error carries the log, etcd is
+    // stopped and the directory is kept for inspection.
+    let dir = std::env::temp_dir().join(format!("kube-lvs-cp-fail-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = kube_lvs_e2e::controlplane::ControlPlaneOptions {
+        apiserver_bin: Some("/bin/false".into()),
+        dir: Some(dir.clone()),
+        ..Default::default()
+    };
+    let result = ControlPlane::start_with(opts);
+    let logs: Vec<String> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("kube-apiserver-"))
+        .collect();
+    let etcd_left = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("etcd-data"));
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Err(kube_lvs_e2e::controlplane::Error::ProcessExited { name, .. }) => {
+            ensure!(name == "kube-apiserver", "wrong process blamed: {name}")
+        }
+        other => bail!("expected ProcessExited, got {other:?}"),
+    }
+    ensure!(
+        logs.len() == 3,
+        "expected one log per attempt, got {logs:?}"
+    );
+    ensure!(!etcd_left, "etcd data left behind");
+    let stray = std::process::Command::new("pgrep")
+        .args(["-f", &format!("--data-dir={}", dir.display())])
+        .output()?;
+    ensure!(
+        stray.stdout.is_empty(),
+        "etcd still running: {}",
+        stdout(&stray)
+    );
+    Ok(())
+}
