@@ -163,7 +163,15 @@ impl ControlPlane {
                 san_ips.push(*ip);
             }
         }
-        let pki = Pki::generate(&dir, &san_ips)?;
+        let pki = match Pki::generate(&dir, &san_ips) {
+            Ok(pki) => pki,
+            Err(e) => {
+                if remove_dir {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                return Err(e);
+            }
+        };
 
         // Half-built control plane: its Drop cleans up whatever was started if a step fails.
         let mut cp = ControlPlane {
