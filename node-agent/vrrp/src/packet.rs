@@ -403,10 +403,10 @@ pub fn parse_ipv4(datagram: &[u8]) -> Result<(Ipv4Meta, &[u8]), DropReason> {
         return Err(DropReason::Malformed);
     }
     let header = datagram.get(..ihl).ok_or(DropReason::Malformed)?;
-    let total = header
-        .get(2..4)
-        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-        .ok_or(DropReason::Malformed)?;
+    let total = match header.get(2..4) {
+        Some(&[hi, lo]) => usize::from(u16::from_be_bytes([hi, lo])),
+        _ => return Err(DropReason::Malformed),
+    };
     let ttl = *header.get(8).ok_or(DropReason::Malformed)?;
     let protocol = *header.get(9).ok_or(DropReason::Malformed)?;
     let mut s = [0u8; 4];
