@@ -19,7 +19,11 @@ fn service_key(i: u32) -> ServiceKey {
     // 192.0.2.1..=192.0.2.250, 1000 ports each: unique documentation-range VIP:port pairs.
     let host = 1 + (i / 1000) as u8;
     let port = 1000 + (i % 1000) as u16;
-    ServiceKey::addr(Protocol::Tcp, IpAddr::V4(Ipv4Addr::new(192, 0, 2, host)), port)
+    ServiceKey::addr(
+        Protocol::Tcp,
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, host)),
+        port,
+    )
 }
 
 fn dest(j: u32) -> Destination {
@@ -180,7 +184,10 @@ fn main() -> anyhow::Result<()> {
         let rules = restore_file(n);
         let peer = ipvsadm_restore(&rules)?;
         let (s, d, _) = observe(&h)?;
-        ensure!(s == n as usize && d == want_dests, "ipvsadm installed {s}/{d}");
+        ensure!(
+            s == n as usize && d == want_dests,
+            "ipvsadm installed {s}/{d}"
+        );
         h.flush()?;
         println!(
             "BENCH ipvsadm_R n={n} cold_sync_ms={:.1} ratio_ipvsadm_over_ours={:.2}",
