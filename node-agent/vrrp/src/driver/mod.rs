@@ -65,10 +65,19 @@ impl<'de> Deserialize<'de> for Vip {
     }
 }
 
-/// Adds and removes VIPs; the node-agent implements it with `kube-lvs-net`.
+/// The interface a VIP lives on, by name and index (adapters use whichever they key on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipLink {
+    pub name: String,
+    pub index: u32,
+}
+
+/// Adds and removes VIPs; the node-agent implements it with `kube-lvs-net`. Both calls are
+/// idempotent: adding a present VIP or removing an absent one is success.
 pub trait VipControl: Send + Sync + 'static {
-    fn add(&self, ifindex: u32, vip: Vip) -> impl Future<Output = Result<(), VipError>> + Send;
-    fn remove(&self, ifindex: u32, vip: Vip) -> impl Future<Output = Result<(), VipError>> + Send;
+    fn add(&self, link: &VipLink, vip: Vip) -> impl Future<Output = Result<(), VipError>> + Send;
+    fn remove(&self, link: &VipLink, vip: Vip)
+    -> impl Future<Output = Result<(), VipError>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +87,11 @@ pub enum VipError {
         vip: IpAddr,
         errno: Option<i32>,
         message: String,
+    },
+    #[error("{vip}: {source}")]
+    Backend {
+        vip: IpAddr,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -367,7 +381,7 @@ impl Speaker {
 struct InstanceRun {
     cfg: InstanceConfig,
     machine: Machine,
-    iface: Interface,
+    link: VipLink,
     tx: TxSocket,
     rx: Option<RxSocket>,
     announcer: Arc<Announcer>,
@@ -436,10 +450,14 @@ impl InstanceRun {
             counters: Counters::default(),
             state: state_tx,
         });
+        let link = VipLink {
+            name: iface.name.clone(),
+            index: iface.index,
+        };
         Ok(InstanceRun {
             cfg,
             machine,
-            iface,
+            link,
             tx,
             rx: Some(rx),
             announcer: Arc::new(announcer),
@@ -692,7 +710,7 @@ impl<V: VipControl> Unit<V> {
             return;
         };
         for v in &run.cfg.vips {
-            if let Err(e) = self.vips.add(run.iface.index, *v).await {
+            if let Err(e) = self.vips.add(&run.link, *v).await {
                 warn!(parent: &run.span, vip = %v.addr, error = %e, "VIP add failed");
             }
         }
@@ -703,7 +721,7 @@ impl<V: VipControl> Unit<V> {
             return;
         };
         for v in &run.cfg.vips {
-            if let Err(e) = self.vips.remove(run.iface.index, *v).await {
+            if let Err(e) = self.vips.remove(&run.link, *v).await {
                 warn!(parent: &run.span, vip = %v.addr, error = %e, "VIP remove failed");
             }
         }

@@ -1,12 +1,10 @@
 //! [`VipControl`] over rtnetlink, for the standalone speaker and the tests. The node-agent
 //! plugs in its own implementation backed by `kube-lvs-net`.
 
-use std::net::IpAddr;
-
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 
-use super::{Vip, VipControl, VipError};
+use super::{Vip, VipControl, VipError, VipLink};
 
 pub struct NetlinkVips {
     handle: rtnetlink::Handle,
@@ -29,8 +27,11 @@ impl NetlinkVips {
 }
 
 impl VipControl for NetlinkVips {
-    async fn add(&self, ifindex: u32, vip: Vip) -> Result<(), VipError> {
-        let mut req = self.handle.address().add(ifindex, vip.addr, vip.prefix_len);
+    async fn add(&self, link: &VipLink, vip: Vip) -> Result<(), VipError> {
+        let mut req = self
+            .handle
+            .address()
+            .add(link.index, vip.addr, vip.prefix_len);
         if vip.addr.is_ipv6() {
             // The address moves between routers; duplicate detection would only delay it.
             req.message_mut()
@@ -48,12 +49,12 @@ impl VipControl for NetlinkVips {
         }
     }
 
-    async fn remove(&self, ifindex: u32, vip: Vip) -> Result<(), VipError> {
+    async fn remove(&self, link: &VipLink, vip: Vip) -> Result<(), VipError> {
         let found = self
             .handle
             .address()
             .get()
-            .set_link_index_filter(ifindex)
+            .set_link_index_filter(link.index)
             .set_address_filter(vip.addr)
             .execute()
             .try_collect::<Vec<_>>()
@@ -86,18 +87,4 @@ impl VipControl for NetlinkVips {
         }
         Ok(())
     }
-}
-
-/// Whether `addr` is configured on `ifindex` (used by tests).
-pub async fn has_address(handle: &rtnetlink::Handle, ifindex: u32, addr: IpAddr) -> bool {
-    handle
-        .address()
-        .get()
-        .set_link_index_filter(ifindex)
-        .set_address_filter(addr)
-        .execute()
-        .try_collect::<Vec<_>>()
-        .await
-        .map(|v| !v.is_empty())
-        .unwrap_or(false)
 }
