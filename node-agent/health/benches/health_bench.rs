@@ -23,7 +23,9 @@ use anyhow::{Context, Result, bail};
 use kube_lvs_health::effect::{Member, ServicePolicy, plan_effective};
 use kube_lvs_health::spec::Probe;
 use kube_lvs_health::{CheckKey, CheckSpec, Manager, ManagerConfig};
-use kube_lvs_ipvs::{Destination, Forwarding, IpvsHandle, Protocol, Scheduler, Service, ServiceKey};
+use kube_lvs_ipvs::{
+    Destination, Forwarding, IpvsHandle, Protocol, Scheduler, Service, ServiceKey,
+};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -64,7 +66,10 @@ fn main() -> Result<()> {
 }
 
 fn sh(cmd: &str, args: &[&str]) -> Result<()> {
-    let st = Command::new(cmd).args(args).status().with_context(|| cmd.to_string())?;
+    let st = Command::new(cmd)
+        .args(args)
+        .status()
+        .with_context(|| cmd.to_string())?;
     if !st.success() {
         bail!("{cmd} {args:?}: {st}");
     }
@@ -120,8 +125,8 @@ async fn start_servers(accepted: Arc<AtomicU64>) -> Result<Vec<JoinHandle<()>>> 
     Ok(hs)
 }
 
-/// utime+stime in seconds and (VmRSS, VmHWM) in KiB of a process.
-fn proc_usage(pid: u32) -> Result<(f64, u64, u64)> {
+/// (utime+stime, utime) in seconds and (VmRSS, VmHWM) in KiB of a process.
+fn proc_usage(pid: u32) -> Result<(f64, f64, u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
@@ -132,6 +137,7 @@ fn proc_usage(pid: u32) -> Result<(f64, u64, u64)> {
         .flatten()
         .unwrap_or(100) as f64;
     let cpu = (ticks(11) + ticks(12)) / hz;
+    let user = ticks(11) / hz;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib = |key: &str| -> u64 {
         status
@@ -141,11 +147,12 @@ fn proc_usage(pid: u32) -> Result<(f64, u64, u64)> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    Ok((cpu, kib("VmRSS:"), kib("VmHWM:")))
+    Ok((cpu, user, kib("VmRSS:"), kib("VmHWM:")))
 }
 
 struct Usage {
     cpu_s: f64,
+    user_s: f64,
     rss_kib: u64,
     hwm_kib: u64,
     conns_per_s: f64,
@@ -154,22 +161,31 @@ struct Usage {
 /// Measures the processes in `pids` over the steady window after warm-up.
 async fn measure(pids: &[u32], accepted: &AtomicU64) -> Result<Usage> {
     tokio::time::sleep(Duration::from_secs(WARMUP_SECS)).await;
-    let cpu0: f64 = pids.iter().map(|p| proc_usage(*p).map(|u| u.0).unwrap_or(0.0)).sum();
+    let cpu0: f64 = pids
+        .iter()
+        .map(|p| proc_usage(*p).map(|u| u.0).unwrap_or(0.0))
+        .sum();
+    let user0: f64 = pids
+        .iter()
+        .map(|p| proc_usage(*p).map(|u| u.1).unwrap_or(0.0))
+        .sum();
     let c0 = accepted.load(Ordering::Relaxed);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(SCALE_SECS)).await;
     let secs = t0.elapsed().as_secs_f64();
     let c1 = accepted.load(Ordering::Relaxed);
-    let mut cpu1 = 0.0;
+    let (mut cpu1, mut user1) = (0.0, 0.0);
     let (mut rss, mut hwm) = (0, 0);
     for p in pids {
         let u = proc_usage(*p)?;
         cpu1 += u.0;
-        rss += u.1;
-        hwm += u.2;
+        user1 += u.1;
+        rss += u.2;
+        hwm += u.3;
     }
     Ok(Usage {
         cpu_s: cpu1 - cpu0,
+        user_s: user1 - user0,
         rss_kib: rss,
         hwm_kib: hwm,
         conns_per_s: (c1 - c0) as f64 / secs,
@@ -206,7 +222,9 @@ async fn scale(n: usize, ipvs: bool) -> Result<()> {
     let theirs = if ipvs {
         let dir = tempdir("scale")?;
         let conf = dir.join("keepalived.conf");
-        let mut text = String::from("global_defs {\n  router_id bench\n}\nvirtual_server 198.51.100.200 80 {\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n");
+        let mut text = String::from(
+            "global_defs {\n  router_id bench\n}\nvirtual_server 198.51.100.200 80 {\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n",
+        );
         for s in &t {
             text.push_str(&format!(
                 "  real_server {} {} {{\n    weight 1\n    TCP_CHECK {{\n      connect_timeout 1\n      retry 2\n      delay_before_retry 1\n    }}\n  }}\n",
@@ -241,9 +259,11 @@ async fn scale(n: usize, ipvs: bool) -> Result<()> {
 
 fn report(who: &str, n: usize, u: &Usage) {
     println!(
-        "scale {who}: {n} checks @1s, {SCALE_SECS}s window: cpu {:.2}s ({:.1}% of one core), rss {} KiB, peak rss {} KiB, probes accepted {:.0}/s",
+        "scale {who}: {n} checks @1s, {SCALE_SECS}s window: cpu {:.2}s (user {:.2}s; {:.1}% of one core; {:.1} us per accepted probe), rss {} KiB, peak rss {} KiB, probes accepted {:.0}/s",
         u.cpu_s,
+        u.user_s,
         100.0 * u.cpu_s / SCALE_SECS as f64,
+        1e6 * u.cpu_s / (u.conns_per_s * SCALE_SECS as f64).max(1.0),
         u.rss_kib,
         u.hwm_kib,
         u.conns_per_s
@@ -301,7 +321,14 @@ fn scale_child() -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let rt = tokio::runtime::Runtime::new()?;
+    // The node-agent's multi-threaded runtime by default; `current` for comparison.
+    let rt = if std::env::var("KUBE_LVS_HEALTH_BENCH_RT").as_deref() != Ok("current") {
+        tokio::runtime::Runtime::new()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
     rt.block_on(async move {
         let (tx, mut rx) = mpsc::channel(1024);
         let mut m = Manager::new(
@@ -386,7 +413,9 @@ async fn detection(trials: usize) -> Result<()> {
     let ours_svc = ServiceKey::addr(Protocol::Tcp, "203.0.113.200".parse()?, 80);
     let ka_svc = ServiceKey::addr(Protocol::Tcp, "203.0.113.201".parse()?, 80);
     let handle = IpvsHandle::new()?;
-    handle.services().add(Service::new(ours_svc, Scheduler::RoundRobin))?;
+    handle
+        .services()
+        .add(Service::new(ours_svc, Scheduler::RoundRobin))?;
 
     let dir = tempdir("detect")?;
     let conf = dir.join("keepalived.conf");
@@ -438,7 +467,11 @@ async fn detection(trials: usize) -> Result<()> {
     let mut ours_ms = Vec::new();
     let mut ka_ms = Vec::new();
     for trial in 0..trials {
-        wait(|| present(&handle, ours_svc, rs) && present(&handle, ka_svc, rs), 30).await?;
+        wait(
+            || present(&handle, ours_svc, rs) && present(&handle, ka_svc, rs),
+            30,
+        )
+        .await?;
         // Random phase relative to both checkers' probe schedule.
         tokio::time::sleep(Duration::from_millis(1000 + fastrand::u64(0..1000))).await;
         if let Some(s) = server.take() {

@@ -361,3 +361,36 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use crate::spec::Probe;
+
+    #[tokio::test]
+    async fn check_task_future_is_small() {
+        let spec = CheckSpec::new(Probe::Tcp);
+        let key = CheckKey::new("default/web", "192.0.2.1:80".parse().unwrap());
+        let (tx, _rx) = mpsc::channel(1);
+        let Ok(prepared) = Prepared::new(&spec, key.target) else {
+            panic!("valid spec");
+        };
+        let task = CheckTask {
+            key,
+            timing: spec.timing.clone(),
+            prepared,
+            tracker: Tracker::new(
+                TrackerConfig::new(1, 3, spec.initial),
+                SystemTime::UNIX_EPOCH,
+            ),
+            semaphore: Arc::new(Semaphore::new(1)),
+            events: tx,
+            info: Arc::new(Mutex::new(HashMap::new())),
+        };
+        let fut = task.run(0.0);
+        let size = std::mem::size_of_val(&fut);
+        eprintln!("check task future: {size} bytes");
+        // Memory per check is dominated by this; keep it well under a page.
+        assert!(size < 2048, "{size}");
+    }
+}

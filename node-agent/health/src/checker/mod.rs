@@ -71,16 +71,24 @@ impl Prepared {
         self.addr
     }
 
+    /// Size of a probe future of this check (memory per check task).
+    #[doc(hidden)]
+    pub fn probe_future_size(&self) -> usize {
+        std::mem::size_of_val(&self.probe())
+    }
+
     /// Runs one probe, bounded by the check's timeout.
     pub async fn probe(&self) -> ProbeOutcome {
         let start = Instant::now();
         let work = async {
+            // The larger futures are boxed so that every check task (thousands of them) is
+            // only as big as the plain TCP probe while it sleeps.
             match &self.kind {
                 Kind::Tcp => tcp::probe(self.addr, self.source).await,
-                Kind::Http(h) => h.probe().await,
-                Kind::TcpExchange(x) => x.probe_tcp(self.addr, self.source).await,
-                Kind::Udp(x) => x.probe_udp(self.addr, self.source).await,
-                Kind::Dns(d) => d.probe(self.addr, self.source).await,
+                Kind::Http(h) => Box::pin(h.probe()).await,
+                Kind::TcpExchange(x) => Box::pin(x.probe_tcp(self.addr, self.source)).await,
+                Kind::Udp(x) => Box::pin(x.probe_udp(self.addr, self.source)).await,
+                Kind::Dns(d) => Box::pin(d.probe(self.addr, self.source)).await,
             }
         };
         let result = match tokio::time::timeout(self.timeout, work).await {
@@ -97,4 +105,19 @@ impl Prepared {
 /// Local address to bind for a probe from `source` towards `addr`, if a source is set.
 fn bind_addr(source: Option<IpAddr>) -> Option<SocketAddr> {
     source.map(|ip| SocketAddr::new(ip, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn probe_futures_stay_small() {
+        let Ok(p) = Prepared::new(&CheckSpec::new(Probe::Tcp), "192.0.2.1:80".parse().unwrap())
+        else {
+            panic!("valid spec");
+        };
+        // Thousands of checks sleep with this future inside their task.
+        assert!(p.probe_future_size() < 1024, "{}", p.probe_future_size());
+    }
 }
