@@ -7,7 +7,7 @@
 //! it does not preempt) and the roles swap for the next repetition.
 //!
 //! `cargo bench -p kube-lvs-vrrp --bench failover`; `KLV_BENCH_REPS` overrides the 20
-//! repetitions.
+//! repetitions; `KLV_BENCH_CELLS=crash-100,crash_random-1000,...` picks cells.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -26,8 +26,22 @@ enum Impl {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
+    /// SIGKILL right after the master's advert was seen: the full Master_Down_Interval, the
+    /// same worst case for both implementations.
     Crash,
+    /// SIGKILL at a random point of the advert cycle (noisier; not in the default set).
+    CrashRandom,
     Graceful,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Crash => "crash",
+            Mode::CrashRandom => "crash_random",
+            Mode::Graceful => "graceful",
+        }
+    }
 }
 
 fn start(bed: &Bed, which: Impl, ns: &str, tag: &str, vr: &Vr) -> Result<Proc> {
@@ -45,6 +59,8 @@ fn vip_s() -> String {
 fn scenario(which: Impl, interval_ms: u32, mode: Mode, reps: usize) -> Result<Vec<Duration>> {
     let bed = Bed::new("bench")?;
     let probe = ArpProbe::open(&bed.client())?;
+    let sniffer = AdvertSniffer::open(&bed.client())?;
+    let ips = [A_IP, B_IP];
     let vr = Vr::v4(3, 100, interval_ms);
     let nodes = [(bed.a(), A_MAC), (bed.b(), B_MAC)];
     let mut procs: [Option<Proc>; 2] = [None, None];
@@ -62,15 +78,9 @@ fn scenario(which: Impl, interval_ms: u32, mode: Mode, reps: usize) -> Result<Ve
     }) {
         bail!("{which:?}: initial master never came up");
     }
-    procs[1] = Some(start(
-        &bed,
-        which,
-        &nodes[1].0,
-        &format!("n1g{generation}"),
-        &vr,
-    )?);
-    let settle = Duration::from_millis(300 + u64::from(interval_ms) * 3 / 2);
-    std::thread::sleep(settle);
+    let tag = format!("n1g{generation}");
+    procs[1] = Some(start(&bed, which, &nodes[1].0, &tag, &vr)?);
+    settle(&bed, which, &tag)?;
     let mut master = 0usize;
     let mut times = Vec::with_capacity(reps);
     for rep in 0..reps {
@@ -85,9 +95,18 @@ fn scenario(which: Impl, interval_ms: u32, mode: Mode, reps: usize) -> Result<Ve
             .ok_or_else(|| anyhow::anyhow!("no master process"))?;
         // drain stale replies, then stop and time
         probe.drain_replies(VIP);
+        if mode == Mode::Crash {
+            sniffer.drain();
+            if sniffer
+                .next_from(ips[master], Duration::from_secs(3))
+                .is_none()
+            {
+                bail!("{which:?} rep {rep}: no advert from the master");
+            }
+        }
         let t0 = Instant::now();
         match mode {
-            Mode::Crash => {
+            Mode::Crash | Mode::CrashRandom => {
                 let _ =
                     nix::sys::signal::killpg(nix::unistd::Pid::from_raw(p.pid()), Signal::SIGKILL);
             }
@@ -103,7 +122,7 @@ fn scenario(which: Impl, interval_ms: u32, mode: Mode, reps: usize) -> Result<Ve
         };
         times.push(t1 - t0);
         match mode {
-            Mode::Crash => p.crash(),
+            Mode::Crash | Mode::CrashRandom => p.crash(),
             Mode::Graceful => {
                 p.stop();
             }
@@ -112,20 +131,31 @@ fn scenario(which: Impl, interval_ms: u32, mode: Mode, reps: usize) -> Result<Ve
         // a crashed router leaves its VIP behind; the machine "reboots" clean
         bed.del_addr(m_ns, &format!("{VIP}/32"));
         generation += 1;
-        procs[master] = Some(start(
-            &bed,
-            which,
-            m_ns,
-            &format!("n{master}g{generation}"),
-            &vr,
-        )?);
-        std::thread::sleep(settle);
+        let tag = format!("n{master}g{generation}");
+        procs[master] = Some(start(&bed, which, m_ns, &tag, &vr)?);
+        settle(&bed, which, &tag)?;
         master = backup;
     }
     for p in procs.iter_mut().flatten() {
         p.crash();
     }
     Ok(times)
+}
+
+/// Waits until a restarted router reports Backup; from then on the master's adverts keep it
+/// there (its first Master_Down_Interval is three adverts long).
+fn settle(bed: &Bed, which: Impl, tag: &str) -> Result<()> {
+    let (log, needle) = match which {
+        Impl::Ours => (format!("sp-{tag}"), "transition to BACKUP"),
+        Impl::Keepalived => (format!("ka-{tag}"), "Entering BACKUP STATE"),
+    };
+    if !wait_for(Duration::from_secs(10), Duration::from_millis(5), || {
+        log_of(bed, &log).contains(needle)
+    }) {
+        bail!("{which:?} {tag}: never reported BACKUP");
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    Ok(())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -150,15 +180,20 @@ fn main() -> Result<()> {
         "failover bench: {reps} repetitions per cell, equal priority 100, VRRPv3, ARP poll every 2 ms"
     );
     println!(
-        "{:<9} {:>9} {:>12} {:>12} {:>12} {:>12} {:>8} {:>8}",
+        "{:<13} {:>9} {:>12} {:>12} {:>12} {:>12} {:>8} {:>8}",
         "mode", "advert", "ours p50", "ours p99", "ka p50", "ka p99", "p50 x", "p99 x"
     );
     // `KLV_BENCH_CELLS=graceful-100,crash-1000` limits the run to some cells.
     let cells = std::env::var("KLV_BENCH_CELLS").unwrap_or_default();
     for interval_ms in [1000u32, 100] {
-        for mode in [Mode::Crash, Mode::Graceful] {
-            let cell = format!("{}-{interval_ms}", format!("{mode:?}").to_lowercase());
-            if !cells.is_empty() && !cells.split(',').any(|c| c == cell) {
+        for mode in [Mode::Crash, Mode::CrashRandom, Mode::Graceful] {
+            let cell = format!("{}-{interval_ms}", mode.label());
+            let wanted = if cells.is_empty() {
+                mode != Mode::CrashRandom
+            } else {
+                cells.split(',').any(|c| c == cell)
+            };
+            if !wanted {
                 continue;
             }
             let mut ours = scenario(Impl::Ours, interval_ms, mode, reps)?;
@@ -168,8 +203,8 @@ fn main() -> Result<()> {
             let (o50, o99) = (percentile(&ours, 50.0), percentile(&ours, 99.0));
             let (k50, k99) = (percentile(&ka, 50.0), percentile(&ka, 99.0));
             println!(
-                "{:<9} {:>7}ms {:>10.1}ms {:>10.1}ms {:>10.1}ms {:>10.1}ms {:>8.2} {:>8.2}",
-                format!("{mode:?}"),
+                "{:<13} {:>7}ms {:>10.1}ms {:>10.1}ms {:>10.1}ms {:>10.1}ms {:>8.2} {:>8.2}",
+                mode.label(),
                 interval_ms,
                 o50.as_secs_f64() * 1000.0,
                 o99.as_secs_f64() * 1000.0,

@@ -566,3 +566,53 @@ pub fn metric(bed: &Bed, tag: &str, sample_prefix: &str) -> Option<u64> {
 pub fn log_of(bed: &Bed, name: &str) -> String {
     std::fs::read_to_string(bed.dir.join(format!("{name}.log"))).unwrap_or_default()
 }
+
+/// Sees the VRRP adverts on the LAN from the client namespace (joined to 224.0.0.18), so a
+/// benchmark can stop a master right after it advertised.
+pub struct AdvertSniffer {
+    sock: socket2::Socket,
+}
+
+impl AdvertSniffer {
+    pub fn open(client_ns: &str) -> Result<AdvertSniffer> {
+        let sock = in_netns(client_ns, || {
+            use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+            let idx = nix::net::if_::if_nametoindex(IFACE)?;
+            let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112)))?;
+            s.join_multicast_v4_n(
+                &kube_lvs_vrrp::packet::MCAST_V4,
+                &InterfaceIndexOrAddress::Index(idx),
+            )?;
+            s.set_read_timeout(Some(Duration::from_millis(20)))?;
+            Ok(s)
+        })?;
+        Ok(AdvertSniffer { sock })
+    }
+
+    /// Waits for the next advert sent by `src`; returns when it was seen.
+    pub fn next_from(&self, src: Ipv4Addr, timeout: Duration) -> Option<Instant> {
+        use std::io::Read;
+        let end = Instant::now() + timeout;
+        let mut buf = [0u8; 1500];
+        while Instant::now() < end {
+            let Ok(n) = (&self.sock).read(&mut buf) else {
+                continue;
+            };
+            if let Some(Ok((meta, _))) = buf.get(..n).map(kube_lvs_vrrp::packet::parse_ipv4)
+                && meta.src == src
+            {
+                return Some(Instant::now());
+            }
+        }
+        None
+    }
+
+    /// Drops queued adverts so that only a fresh one counts.
+    pub fn drain(&self) {
+        use std::io::Read;
+        let mut buf = [0u8; 1500];
+        let _ = self.sock.set_nonblocking(true);
+        while (&self.sock).read(&mut buf).is_ok() {}
+        let _ = self.sock.set_nonblocking(false);
+    }
+}
