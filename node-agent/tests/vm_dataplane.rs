@@ -622,3 +622,36 @@ fn unknown_interface_is_a_typed_failure_not_a_crash() -> anyhow::Result<()> {
     )?);
     Ok(())
 }
+
+#[test]
+fn dr_over_ipv6_with_vip_on_lo() -> anyhow::Result<()> {
+    require_vm()?;
+    let topo = Topology::lvs_lan()?;
+    let vip6 = IpAddr::V6(lvs_lan::VIP_V6);
+    let director = Agent::new(&topo, lvs_lan::DIRECTOR1)?;
+    let yaml = format!(
+        "services:\n  - key: tcp [{vip6}]:80\n    scheduler: rr\n    destinations:\n      - {{addr: \"{}\", port: 80, forwarding: dr}}\n      - {{addr: \"{}\", port: 80, forwarding: dr}}\n\
+         addresses:\n  - {{ifname: eth0, addr: \"{vip6}\", prefix_len: 128}}\n",
+        lvs_lan::RS1_V6,
+        lvs_lan::RS2_V6
+    );
+    director.apply(&yaml)?;
+    let mut agents = vec![];
+    let mut servers = vec![];
+    for host in [lvs_lan::RS1, lvs_lan::RS2] {
+        let a = Agent::new(&topo, host)?;
+        a.apply(&format!(
+            "addresses:\n  - {{ifname: lo, addr: \"{vip6}\", prefix_len: 128}}\n"
+        ))?;
+        agents.push(a);
+        servers.push(topo.serve_http(host, 80)?);
+    }
+    let seen = count_answers(&topo, lvs_lan::CLIENT, SocketAddr::new(vip6, 80), REQUESTS)?;
+    ensure!(
+        seen.get("rs1") == Some(&(REQUESTS / 2)) && seen.get("rs2") == Some(&(REQUESTS / 2)),
+        "{seen:?}"
+    );
+    let s = director.apply(&yaml)?;
+    ensure!(s == Summary::default(), "{s:?}");
+    Ok(())
+}
