@@ -26,7 +26,9 @@ use kube_lvs_crds::v1alpha1::{RealServer, VirtualService, VrrpState};
 use kube_lvs_health::{Manager, ManagerConfig, Transition};
 use kube_lvs_net::AddressSpec;
 use kube_lvs_vrrp::State;
-use kube_lvs_vrrp::driver::{InstanceConfig, Speaker, SpeakerConfig, Vip, VipControl, VipError};
+use kube_lvs_vrrp::driver::{
+    InstanceConfig, Speaker, SpeakerConfig, Vip, VipControl, VipError, VipLink,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, info_span, warn};
 
@@ -60,7 +62,7 @@ enum Msg {
     Health(Transition),
     Vip {
         add: bool,
-        ifindex: u32,
+        link: VipLink,
         vip: Vip,
         done: oneshot::Sender<Result<(), VipError>>,
     },
@@ -78,13 +80,13 @@ impl AgentVips {
     fn request(
         &self,
         add: bool,
-        ifindex: u32,
+        link: &VipLink,
         vip: Vip,
     ) -> oneshot::Receiver<Result<(), VipError>> {
         let (done, rx) = oneshot::channel();
         let _ = self.tx.send(Msg::Vip {
             add,
-            ifindex,
+            link: link.clone(),
             vip,
             done,
         });
@@ -93,20 +95,23 @@ impl AgentVips {
 }
 
 fn gone(vip: Vip) -> VipError {
-    VipError::Netlink {
+    VipError::Backend {
         vip: vip.addr,
-        errno: None,
-        message: "the agent loop has stopped".into(),
+        source: "the agent loop has stopped".into(),
     }
 }
 
 impl VipControl for AgentVips {
-    fn add(&self, ifindex: u32, vip: Vip) -> impl Future<Output = Result<(), VipError>> + Send {
-        let rx = self.request(true, ifindex, vip);
+    fn add(&self, link: &VipLink, vip: Vip) -> impl Future<Output = Result<(), VipError>> + Send {
+        let rx = self.request(true, link, vip);
         async move { rx.await.unwrap_or_else(|_| Err(gone(vip))) }
     }
-    fn remove(&self, ifindex: u32, vip: Vip) -> impl Future<Output = Result<(), VipError>> + Send {
-        let rx = self.request(false, ifindex, vip);
+    fn remove(
+        &self,
+        link: &VipLink,
+        vip: Vip,
+    ) -> impl Future<Output = Result<(), VipError>> + Send {
+        let rx = self.request(false, link, vip);
         async move { rx.await.unwrap_or_else(|_| Err(gone(vip))) }
     }
 }
@@ -153,8 +158,6 @@ fn api_state(s: State) -> VrrpState {
 struct Running {
     config: InstanceConfig,
     speaker: Speaker,
-    ifname: String,
-    ifindex: u32,
 }
 
 /// What the loop keeps between passes.
@@ -337,13 +340,6 @@ impl Loop {
             let span =
                 info_span!("vrrp", instance = %name, vrid = ic.vrid, interface = %ic.interface);
             let _g = span.enter();
-            let ifindex = match kube_lvs_vrrp::driver::iface::Interface::lookup(&ic.interface) {
-                Ok(i) => i.index,
-                Err(e) => {
-                    warn!(error = %e, "VRRP interface unusable");
-                    continue;
-                }
-            };
             let cfg = SpeakerConfig {
                 instances: vec![ic.clone()],
             };
@@ -366,8 +362,6 @@ impl Loop {
                         Running {
                             config: ic.clone(),
                             speaker,
-                            ifname: ic.interface.clone(),
-                            ifindex,
                         },
                     );
                 }
@@ -419,24 +413,9 @@ impl Loop {
         }
     }
 
-    async fn vip(&mut self, add: bool, ifindex: u32, vip: Vip) -> Result<(), VipError> {
-        let ifname = self
-            .speakers
-            .values()
-            .find(|r| r.ifindex == ifindex)
-            .map(|r| r.ifname.clone())
-            .or_else(|| {
-                nix::net::if_::if_indextoname(ifindex)
-                    .ok()
-                    .map(|n| n.to_string_lossy().into_owned())
-            })
-            .ok_or_else(|| VipError::Netlink {
-                vip: vip.addr,
-                errno: None,
-                message: format!("no interface with index {ifindex}"),
-            })?;
+    fn vip(&mut self, add: bool, link: &VipLink, vip: Vip) {
         let spec = AddressSpec {
-            ifname,
+            ifname: link.name.clone(),
             addr: vip.addr,
             prefix_len: vip.prefix_len,
             label: None,
@@ -446,7 +425,6 @@ impl Loop {
         } else {
             self.held.retain(|a| a.addr != vip.addr);
         }
-        Ok(())
     }
 }
 
@@ -631,12 +609,12 @@ pub async fn run(client: Client, cfg: RunConfig) -> Result<(), RunError> {
                 }
                 Msg::Vip {
                     add,
-                    ifindex,
+                    link,
                     vip,
                     done,
                 } => {
-                    let r = lp.vip(add, ifindex, vip).await;
-                    answers.push((done, r));
+                    lp.vip(add, &link, vip);
+                    answers.push(done);
                     dirty = true;
                 }
                 Msg::Shutdown => {
@@ -661,8 +639,10 @@ pub async fn run(client: Client, cfg: RunConfig) -> Result<(), RunError> {
                 lp.pass(&svc, &srv, &nodes).await;
             }
         }
-        for (done, r) in answers {
-            let _ = done.send(r);
+        // Answer only after the pass: the driver's gratuitous ARPs must follow the address.
+        // A failed address op is logged by the pass and retried by the next one.
+        for done in answers {
+            let _ = done.send(Ok(()));
         }
         if shutting_down.as_ref().is_some_and(|h| h.is_finished()) && lp.held.is_empty() {
             break;
