@@ -96,6 +96,24 @@ fn v2_pass_keepalived_higher_we_backup_then_keepalived_crash() -> Result<()> {
             .contains(&B_MAC),
         "our MAC does not answer ARP"
     );
+
+    // keepalived back with a lower priority: it must accept our v2 PASS adverts and stay
+    // backup for longer than its Master_Down_Interval (3.8 s at priority 50).
+    bed.del_addr(&bed.a(), "192.0.2.100/32");
+    let mut low = ka_vr.clone();
+    low.priority = 50;
+    let _ka2 = start_keepalived(&bed, &bed.a(), "a2", &low)?;
+    ensure!(
+        never_holds(&bed, &bed.a(), VIP_S, Duration::from_millis(4500)),
+        "keepalived rejected our v2 adverts\n{}",
+        diag(&bed, &["ka-a2", "sp-b"])
+    );
+    ensure!(
+        log_of(&bed, "ka-a2").contains("Entering BACKUP STATE"),
+        "keepalived did not start: {}",
+        log_of(&bed, "ka-a2")
+    );
+    ensure!(bed.arp_owners(VIP, Duration::from_millis(300))? == set(B_MAC));
     Ok(())
 }
 
