@@ -60,8 +60,9 @@ fn v2_pass_keepalived_higher_we_backup_then_keepalived_crash() -> Result<()> {
     );
     sp.signal(Signal::SIGUSR1);
     ensure!(
-        wait_for(Duration::from_secs(2), POLL, || metric(
+        wait_for(Duration::from_secs(2), POLL, || live_metric(
             &bed,
+            &sp,
             "b",
             "vrrp_adverts_received_total"
         )
@@ -135,8 +136,10 @@ fn v2_password_mismatch_is_dropped_and_both_become_master() -> Result<()> {
     sp.signal(Signal::SIGUSR1);
     let auth = "vrrp_packets_dropped_total{instance=\"vi_b\",reason=\"auth\"}";
     ensure!(
-        wait_for(Duration::from_secs(3), POLL, || metric(&bed, "b", auth)
-            .unwrap_or(0)
+        wait_for(Duration::from_secs(3), POLL, || live_metric(
+            &bed, &sp, "b", auth
+        )
+        .unwrap_or(0)
             > 0),
         "auth drops not counted"
     );
@@ -264,8 +267,9 @@ fn v3_unicast_peers_keepalived_higher_then_crash() -> Result<()> {
         diag(&bed, &["ka-a", "sp-b"])
     );
     sp.signal(Signal::SIGUSR1);
-    ensure!(wait_for(Duration::from_secs(2), POLL, || metric(
+    ensure!(wait_for(Duration::from_secs(2), POLL, || live_metric(
         &bed,
+        &sp,
         "b",
         "vrrp_adverts_received_total"
     )
@@ -372,6 +376,89 @@ fn sync_group_keeps_all_vips_on_one_director() -> Result<()> {
     ensure!(
         bed.arp_owners(VIP, Duration::from_millis(300))?
             .contains(&B_MAC)
+    );
+    Ok(())
+}
+
+/// Crafted adverts from the client namespace: each invalid kind is dropped and counted under
+/// its reason, and only the valid higher-priority advert makes our master step down.
+#[test]
+fn crafted_invalid_adverts_are_dropped_with_reasons() -> Result<()> {
+    use kube_lvs_vrrp::packet::{Advert, Auth, MCAST_V4, Version};
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+
+    let bed = Bed::new("x")?;
+    let sp = start_speaker(&bed, &bed.a(), "a", &Vr::v4(3, 100, 100))?;
+    ensure!(
+        wait_for(Duration::from_secs(3), POLL, || holds(&bed, &bed.a())),
+        "{}",
+        diag(&bed, &["sp-a"])
+    );
+    let open = |ttl: u32| {
+        in_netns(&bed.client(), move || {
+            let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112)))?;
+            s.set_multicast_ttl_v4(ttl)?;
+            s.set_multicast_if_v4(&CLIENT_IP)?;
+            Ok(s)
+        })
+    };
+    let good_ttl = open(255)?;
+    let bad_ttl = open(64)?;
+    let dst: SockAddr = SocketAddr::V4(SocketAddrV4::new(MCAST_V4, 0)).into();
+    let src = IpAddr::V4(CLIENT_IP);
+    let advert = |vrid: u8, addr: [u8; 4]| Advert {
+        version: Version::V3,
+        vrid,
+        priority: 200,
+        interval_cs: 10,
+        addresses: vec![IpAddr::from(addr)],
+        auth: Auth::None,
+    };
+    let valid = advert(51, [192, 0, 2, 100]).encode(src, IpAddr::V4(MCAST_V4))?;
+    let mut bad_sum = valid.clone();
+    if let Some(b) = bad_sum.get_mut(7) {
+        *b ^= 0xff;
+    }
+    let other_vrid = advert(52, [192, 0, 2, 100]).encode(src, IpAddr::V4(MCAST_V4))?;
+    let other_vips = advert(51, [192, 0, 2, 99]).encode(src, IpAddr::V4(MCAST_V4))?;
+    for _ in 0..10 {
+        bad_ttl.send_to(&valid, &dst)?;
+        good_ttl.send_to(&bad_sum, &dst)?;
+        good_ttl.send_to(&other_vrid, &dst)?;
+        good_ttl.send_to(&other_vips, &dst)?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(holds(&bed, &bed.a()), "an invalid advert made us step down");
+    sp.signal(Signal::SIGUSR1);
+    let m = |reason: &str| {
+        live_metric(
+            &bed,
+            &sp,
+            "a",
+            &format!("vrrp_packets_dropped_total{{instance=\"vi_a\",reason=\"{reason}\"}}"),
+        )
+        .unwrap_or(0)
+    };
+    ensure!(
+        wait_for(Duration::from_secs(2), POLL, || m("ttl") >= 10
+            && m("checksum") >= 10
+            && m("router_id") >= 10
+            && m("address_list") >= 10),
+        "drop counters: ttl {} checksum {} router_id {} address_list {}",
+        m("ttl"),
+        m("checksum"),
+        m("router_id"),
+        m("address_list")
+    );
+    // the same advert with TTL 255 is accepted: we step down and release the VIP
+    for _ in 0..5 {
+        good_ttl.send_to(&valid, &dst)?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ensure!(
+        wait_for(Duration::from_secs(2), POLL, || !holds(&bed, &bed.a())),
+        "a valid higher-priority advert did not make us backup"
     );
     Ok(())
 }

@@ -616,3 +616,10 @@ impl AdvertSniffer {
         let _ = self.sock.set_nonblocking(false);
     }
 }
+
+/// Asks a running speaker to rewrite its metrics file (SIGUSR1), then reads one sample; use
+/// inside a polling loop, the file may still be the previous one on the first read.
+pub fn live_metric(bed: &Bed, sp: &Proc, tag: &str, sample_prefix: &str) -> Option<u64> {
+    sp.signal(nix::sys::signal::Signal::SIGUSR1);
+    metric(bed, tag, sample_prefix)
+}
