@@ -327,3 +327,54 @@ fn unclaim(owned: &mut Owned, op: &Op, prior: &Owned) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_lvs_ipvs::{Scheduler, Service, ServiceKey};
+    use kube_lvs_net::AddressSpec;
+
+    fn key() -> ServiceKey {
+        ServiceKey::addr(
+            kube_lvs_ipvs::Protocol::Tcp,
+            "192.0.2.1".parse().expect("ip"),
+            80,
+        )
+    }
+
+    #[test]
+    fn failed_create_does_not_adopt_foreign_object() {
+        let prior = Owned::default();
+        let mut owned = prior.clone();
+        let op = Op::AddService(Service::new(key(), Scheduler::RoundRobin));
+        claim(&mut owned, &op);
+        assert!(owned.services.contains(&key()));
+        unclaim(&mut owned, &op, &prior);
+        assert!(owned.services.is_empty());
+    }
+
+    #[test]
+    fn failed_address_add_restores_previous_record() {
+        let old = AddressSpec::host("lo", "192.0.2.1".parse().expect("ip"), Some("lo:a".into()));
+        let new = AddressSpec::host("lo", "192.0.2.1".parse().expect("ip"), Some("lo:b".into()));
+        let mut prior = Owned::default();
+        prior.addresses.insert(old.clone());
+        let mut owned = prior.clone();
+        let op = Op::AddAddress(new);
+        claim(&mut owned, &op);
+        unclaim(&mut owned, &op, &prior);
+        assert_eq!(owned, prior);
+    }
+
+    #[test]
+    fn only_ipvs_ops_are_batched() {
+        assert!(ipvs_request(&Op::DelService(key())).is_some());
+        assert!(ipvs_request(&Op::ForgetService(key())).is_none());
+        assert!(ipvs_request(&Op::CreateDummy("kl0".into())).is_none());
+        assert!(is_removal(&Op::DelService(key())));
+        assert!(!is_removal(&Op::AddService(Service::new(
+            key(),
+            Scheduler::RoundRobin
+        ))));
+    }
+}
