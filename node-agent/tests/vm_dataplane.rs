@@ -655,3 +655,24 @@ fn dr_over_ipv6_with_vip_on_lo() -> anyhow::Result<()> {
     ensure!(s == Summary::default(), "{s:?}");
     Ok(())
 }
+
+#[test]
+fn dummy_link_holds_vip_and_goes_with_it() -> anyhow::Result<()> {
+    require_vm()?;
+    let topo = Topology::lvs_lan()?;
+    let rs1 = Agent::new(&topo, lvs_lan::RS1)?;
+    let yaml = format!(
+        "links: [kl0]\naddresses:\n  - {{ifname: kl0, addr: {}, prefix_len: 32, label: \"kl0:kl\"}}\n",
+        vip()
+    );
+    let s = rs1.apply(&yaml)?;
+    ensure!(s.kernel_ops == 2, "{s:?}");
+    let link = topo.exec_ok(lvs_lan::RS1, &["ip", "-d", "link", "show", "kl0"])?;
+    ensure!(link.contains("dummy") && link.contains("UP"), "{link}");
+    ensure!(topo.has_addr(lvs_lan::RS1, vip())?);
+    ensure!(rs1.apply(&yaml)? == Summary::default());
+    rs1.apply("{}")?;
+    let gone = topo.exec(lvs_lan::RS1, &["ip", "link", "show", "kl0"])?;
+    ensure!(!gone.status.success(), "kl0 left behind");
+    Ok(())
+}
