@@ -462,3 +462,52 @@ fn crafted_invalid_adverts_are_dropped_with_reasons() -> Result<()> {
     );
     Ok(())
 }
+
+/// After a takeover our announcements (gratuitous ARP, unsolicited NA with Override) must
+/// rewrite the client's existing neighbour entry without the client asking again.
+fn announcements_update_client_cache(vip: &str, prefix: u8, tag: &str) -> Result<()> {
+    let bed = Bed::new(tag)?;
+    let mut ka_vr = Vr::v4(3, 150, 100);
+    ka_vr.vip = format!("{vip}/{prefix}");
+    let mut sp_vr = ka_vr.clone();
+    sp_vr.priority = 100;
+    let mut ka = start_keepalived(&bed, &bed.a(), "a", &ka_vr)?;
+    let _sp = start_speaker(&bed, &bed.b(), "b", &sp_vr)?;
+    ensure!(
+        wait_for(Duration::from_secs(5), POLL, || bed.has_addr(&bed.a(), vip)),
+        "{}",
+        diag(&bed, &["ka-a", "sp-b"])
+    );
+    let a_mac = mac_str(&A_MAC);
+    ensure!(
+        wait_for(Duration::from_secs(3), Duration::from_millis(100), || {
+            let _ = bed.client_poke(vip);
+            bed.client_neigh(vip).as_deref() == Some(a_mac.as_str())
+        }),
+        "client never resolved the VIP to keepalived's MAC"
+    );
+    // The kernel ignores overrides within locktime (1 s) of the last update.
+    std::thread::sleep(Duration::from_millis(1200));
+    ka.crash();
+    let b_mac = mac_str(&B_MAC);
+    ensure!(
+        wait_for(Duration::from_secs(3), POLL, || bed
+            .client_neigh(vip)
+            .as_deref()
+            == Some(b_mac.as_str())),
+        "client cache still says {:?} after our takeover\n{}",
+        bed.client_neigh(vip),
+        diag(&bed, &["sp-b"])
+    );
+    Ok(())
+}
+
+#[test]
+fn gratuitous_arp_updates_client_cache_on_takeover() -> Result<()> {
+    announcements_update_client_cache(VIP_S, 32, "ga")
+}
+
+#[test]
+fn unsolicited_na_updates_client_cache_on_takeover() -> Result<()> {
+    announcements_update_client_cache(VIP6, 128, "na")
+}

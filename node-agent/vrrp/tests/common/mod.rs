@@ -225,6 +225,37 @@ impl Bed {
     }
 }
 
+impl Bed {
+    /// The client's neighbour-cache entry for `ip` (MAC text), without sending anything.
+    pub fn client_neigh(&self, ip: &str) -> Option<String> {
+        let out = sh(&["ip", "-n", &self.client(), "neigh", "show", "to", ip]).ok()?;
+        let mut words = out.split_whitespace();
+        while let Some(w) = words.next() {
+            if w == "lladdr" {
+                return words.next().map(str::to_string);
+            }
+        }
+        None
+    }
+
+    /// Makes the client's kernel resolve `ip` (one UDP datagram to the discard port).
+    pub fn client_poke(&self, ip: &str) -> Result<()> {
+        let target: std::net::SocketAddr = if ip.contains(':') {
+            format!("[{ip}]:9").parse()?
+        } else {
+            format!("{ip}:9").parse()?
+        };
+        let bind = if ip.contains(':') {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        };
+        let sock = in_netns(&self.client(), move || Ok(std::net::UdpSocket::bind(bind)?))?;
+        sock.send_to(b"poke", target)?;
+        Ok(())
+    }
+}
+
 impl Drop for Bed {
     fn drop(&mut self) {
         if std::env::var_os("KLV_KEEP_LOGS").is_some() {
