@@ -857,4 +857,128 @@ mod tests {
         assert!(m.handle(Event::GroupForce(State::Master), MS(1)).is_empty());
         assert_eq!(m.state(), State::Backup);
     }
+
+    /// Two routers on a loss-free LAN, simulated event by event: adverts are delivered to the
+    /// peer instantly, timers fire at their deadlines.
+    fn simulate(
+        version: Version,
+        prios: [u8; 2],
+        starts: [u64; 2],
+        interval_cs: u16,
+        horizon_ms: u64,
+    ) -> [Machine; 2] {
+        let mut ms = [
+            Machine::new(MachineConfig {
+                primary_addr: addr(1),
+                ..cfg(version, prios[0], interval_cs)
+            }),
+            Machine::new(MachineConfig {
+                primary_addr: addr(2),
+                ..cfg(version, prios[1], interval_cs)
+            }),
+        ];
+        let mut started = [false, false];
+        loop {
+            // next event: a pending startup or the earliest deadline
+            let mut next: Option<(Duration, usize, Event)> = None;
+            for i in 0..2 {
+                let cand = if !started[i] {
+                    Some((MS(starts[i]), Event::Startup))
+                } else {
+                    ms[i].deadline().map(|(_, at)| (at, Event::Timer))
+                };
+                if let Some((at, ev)) = cand
+                    && next.is_none_or(|(t, _, _)| at < t)
+                {
+                    next = Some((at, i, ev));
+                }
+            }
+            let Some((now, i, ev)) = next else { break };
+            if now > MS(horizon_ms) {
+                break;
+            }
+            if ev == Event::Startup {
+                started[i] = true;
+            }
+            let actions = ms[i].handle(ev, now);
+            for a in actions {
+                if let Action::SendAdvert { priority } = a {
+                    let peer = 1 - i;
+                    let src = ms[i].config().primary_addr;
+                    let interval_cs = ms[i].config().advert_interval_cs;
+                    ms[peer].handle(
+                        Event::Advert {
+                            priority,
+                            interval_cs,
+                            src,
+                        },
+                        now,
+                    );
+                }
+            }
+        }
+        ms
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn two_routers_converge_to_the_rfc_master(
+            v3 in proptest::bool::ANY,
+            pa in 1u8..=255,
+            pb in 1u8..=255,
+            sa in 0u64..3000,
+            sb in 0u64..3000,
+            fast in proptest::bool::ANY,
+        ) {
+            let version = if v3 { Version::V3 } else { Version::V2 };
+            let interval = if fast && v3 { 10 } else { 100 };
+            let ms = simulate(version, [pa, pb], [sa, sb], interval, 20_000);
+            let masters: Vec<usize> = (0..2).filter(|&i| ms[i].state() == State::Master).collect();
+            // higher priority wins; on a tie the higher primary address (router 1)
+            let expected = if pa > pb { 0 } else { 1 };
+            proptest::prop_assert_eq!(masters, vec![expected]);
+            for m in &ms {
+                match m.state() {
+                    State::Master => proptest::prop_assert!(matches!(m.deadline(), Some((TimerKind::Advert, _)))),
+                    State::Backup => proptest::prop_assert!(matches!(m.deadline(), Some((TimerKind::MasterDown, _)))),
+                    State::Initialize => proptest::prop_assert!(false, "never started"),
+                }
+            }
+        }
+
+        #[test]
+        fn random_event_sequences_keep_timer_invariants(
+            events in proptest::collection::vec((0u8..7, 0u8..=255, 0u64..500), 1..200),
+            grouped in proptest::bool::ANY,
+        ) {
+            let mut c = cfg(Version::V3, 100, 10);
+            c.grouped = grouped;
+            let mut m = Machine::new(c);
+            let mut now = Duration::ZERO;
+            for (kind, p, dt) in events {
+                now += MS(dt);
+                let ev = match kind {
+                    0 => Event::Startup,
+                    1 => Event::Shutdown,
+                    2 => advert(p, 10, p),
+                    3 | 4 => Event::Timer,
+                    5 => Event::SetPriority(p),
+                    _ => Event::GroupForce(if p % 2 == 0 { State::Master } else { State::Backup }),
+                };
+                let before = m.state();
+                let actions = m.handle(ev, now);
+                let became_master = actions.contains(&Action::BecomeMaster);
+                proptest::prop_assert_eq!(became_master, before != State::Master && m.state() == State::Master);
+                match m.state() {
+                    State::Initialize => proptest::prop_assert!(m.deadline().is_none()),
+                    State::Master => proptest::prop_assert!(matches!(m.deadline(), Some((TimerKind::Advert, _)))),
+                    State::Backup => proptest::prop_assert!(
+                        matches!(m.deadline(), Some((TimerKind::MasterDown, _)))
+                            || (grouped && m.wants_master())
+                    ),
+                }
+                proptest::prop_assert!(m.priority() >= 1);
+            }
+        }
+    }
 }
