@@ -32,6 +32,8 @@ use nix::unistd::Pid;
 
 /// Kubernetes release the harness builds and expects.
 pub const KUBE_VERSION: &str = "v1.33.13";
+/// helm release the harness builds (`e2e/tools/build-helm.sh` pins the same).
+pub const HELM_VERSION: &str = "v3.19.5";
 /// Address at which the qemu VM reaches the API server (qemu `guestfwd` to the host port).
 pub const VM_API_SERVER: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)), 6443);
@@ -42,6 +44,7 @@ pub const SERVICE_CLUSTER_IP_RANGE: &str = "203.0.113.240/28";
 const APISERVER_BIN_ENV: &str = "KUBE_LVS_APISERVER_BIN";
 const ETCD_BIN_ENV: &str = "KUBE_LVS_ETCD_BIN";
 const KUBECTL_BIN_ENV: &str = "KUBE_LVS_KUBECTL_BIN";
+const HELM_BIN_ENV: &str = "KUBE_LVS_HELM_BIN";
 const CACHE_ENV: &str = "KUBE_LVS_CACHE";
 const START_ATTEMPTS: u32 = 3;
 const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -79,6 +82,12 @@ pub enum Error {
     },
     #[error("kubectl {args} failed with {status}: {stderr}")]
     Kubectl {
+        args: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+    #[error("helm {args} failed with {status}: {stderr}")]
+    Helm {
         args: String,
         status: ExitStatus,
         stderr: String,
@@ -453,6 +462,37 @@ impl ControlPlane {
         kubectl_with(&self.kubectl, kubeconfig, args, None)
     }
 
+    /// Runs helm as admin against this cluster (`--kubeconfig` set; helm's cache, config and data
+    /// directories kept inside the working directory so runs never touch the user's).
+    pub fn helm(&self, args: &[&str]) -> Result<Output, Error> {
+        let helm = helm_bin()?;
+        let home = self.dir.join("helm");
+        Command::new(&helm)
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_err(format!("running helm {}", args.join(" "))))
+    }
+
+    /// [`Self::helm`], returning stdout or [`Error::Helm`] with stderr on failure.
+    pub fn helm_ok(&self, args: &[&str]) -> Result<String, Error> {
+        let out = self.helm(args)?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(Error::Helm {
+                args: args.join(" "),
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+
     /// `kubectl apply -f -` of a YAML/JSON document as admin; returns kubectl's stdout.
     pub fn apply(&self, manifest: &str) -> Result<String, Error> {
         let args = ["apply", "-f", "-"];
@@ -821,28 +861,49 @@ fn tools_dir() -> PathBuf {
 }
 
 fn apiserver_from_cache() -> Result<PathBuf, Error> {
-    let name = format!("kube-apiserver-{KUBE_VERSION}");
-    if let Some(p) = cache_dir().map(|c| c.join("bin").join(&name))
+    cached_or_built(
+        &format!("kube-apiserver-{KUBE_VERSION}"),
+        "build-kube-apiserver.sh",
+        ("KUBE_VERSION", KUBE_VERSION),
+    )
+}
+
+/// The helm binary: `KUBE_LVS_HELM_BIN`, else the cached build of [`HELM_VERSION`] (built on first
+/// use by `e2e/tools/build-helm.sh`, which takes minutes).
+pub fn helm_bin() -> Result<PathBuf, Error> {
+    if let Some(p) = env_path(HELM_BIN_ENV) {
+        return Ok(p);
+    }
+    cached_or_built(
+        &format!("helm-{HELM_VERSION}"),
+        "build-helm.sh",
+        ("HELM_VERSION", HELM_VERSION),
+    )
+}
+
+/// `<cache>/bin/<name>` if present, else whatever the build script prints after building it.
+fn cached_or_built(name: &str, script: &str, version_env: (&str, &str)) -> Result<PathBuf, Error> {
+    if let Some(p) = cache_dir().map(|c| c.join("bin").join(name))
         && p.is_file()
     {
         return Ok(p);
     }
     // First use on this machine: build it (minutes); the script serialises concurrent builds.
-    let script = tools_dir().join("build-kube-apiserver.sh");
+    let script = tools_dir().join(script);
     eprintln!(
         "control plane: {name} not cached, running {}",
         script.display()
     );
     let out = Command::new("bash")
         .arg(&script)
-        .env("KUBE_VERSION", KUBE_VERSION)
+        .env(version_env.0, version_env.1)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
         .map_err(io_err(format!("running {}", script.display())))?;
     if !out.status.success() {
         return Err(Error::BuildFailed {
-            what: name,
+            what: name.to_string(),
             status: out.status,
         });
     }
@@ -851,7 +912,7 @@ fn apiserver_from_cache() -> Result<PathBuf, Error> {
         Ok(path)
     } else {
         Err(Error::MissingBinary {
-            name,
+            name: name.to_string(),
             hint: format!("{} printed {}", script.display(), path.display()),
         })
     }
@@ -1215,6 +1276,25 @@ fn log_tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_scripts_pin_the_versions_the_harness_expects() -> Result<(), Error> {
+        let read = |name: &str| {
+            let p = tools_dir().join(name);
+            std::fs::read_to_string(&p).map_err(io_err(format!("reading {}", p.display())))
+        };
+        let api = read("build-kube-apiserver.sh")?;
+        assert!(
+            api.contains(&format!("version=\"${{KUBE_VERSION:-{KUBE_VERSION}}}\"")),
+            "build-kube-apiserver.sh does not default to {KUBE_VERSION}"
+        );
+        let helm = read("build-helm.sh")?;
+        assert!(
+            helm.contains(&format!("version=\"${{HELM_VERSION:-{HELM_VERSION}}}\"")),
+            "build-helm.sh does not default to {HELM_VERSION}"
+        );
+        Ok(())
+    }
 
     #[test]
     fn sanitize_keeps_file_names_flat() {

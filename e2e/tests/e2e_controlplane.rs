@@ -632,3 +632,35 @@ fn e2e_controlplane_failed_start_reports_and_cleans_up() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn e2e_controlplane_helm_installs_and_uninstalls() -> Result<()> {
+    let cp = ControlPlane::start()?;
+    let chart_dir = cp.dir().join("charts");
+    std::fs::create_dir_all(&chart_dir)?;
+    let chart_dir = chart_dir.to_string_lossy().into_owned();
+    // A stock chart from `helm create`: Deployment, Service, ServiceAccount.
+    cp.helm_ok(&["create", &format!("{chart_dir}/probe")])?;
+    let ns = unique("cp-helm");
+    cp.helm_ok(&[
+        "install",
+        "probe",
+        &format!("{chart_dir}/probe"),
+        "-n",
+        &ns,
+        "--create-namespace",
+    ])?;
+    let list: serde_json::Value =
+        serde_json::from_str(&cp.helm_ok(&["list", "-n", &ns, "-o", "json"])?)?;
+    ensure!(list[0]["status"] == "deployed", "helm list: {list}");
+    let deploy = cp.kubectl_ok(&["get", "deployment", "-n", &ns, "-o", "name"])?;
+    ensure!(
+        deploy.trim() == "deployment.apps/probe",
+        "deployments: {deploy:?}"
+    );
+
+    cp.helm_ok(&["uninstall", "probe", "-n", &ns])?;
+    let deploy = cp.kubectl_ok(&["get", "deployment", "-n", &ns, "-o", "name"])?;
+    ensure!(deploy.trim().is_empty(), "left after uninstall: {deploy:?}");
+    Ok(())
+}
