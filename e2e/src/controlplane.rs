@@ -715,10 +715,23 @@ fn kubectl_with(
         Some(input) => {
             cmd.stdin(Stdio::piped());
             let mut child = cmd.spawn().map_err(io_err(context()))?;
-            if let Some(mut pipe) = child.stdin.take() {
-                pipe.write_all(input).map_err(io_err(context()))?;
+            // Fed from another thread so a large input and a chatty kubectl cannot block each
+            // other on full pipes.
+            let writer = child.stdin.take().map(|mut pipe| {
+                let input = input.to_vec();
+                std::thread::spawn(move || pipe.write_all(&input))
+            });
+            let out = child.wait_with_output().map_err(io_err(context()))?;
+            if let Some(Ok(Err(e))) = writer.map(|w| w.join()) {
+                // kubectl may exit before reading everything; its own stderr then says why.
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    return Err(Error::Io {
+                        context: context(),
+                        source: e,
+                    });
+                }
             }
-            child.wait_with_output().map_err(io_err(context()))
+            Ok(out)
         }
     }
 }

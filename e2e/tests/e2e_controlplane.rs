@@ -46,6 +46,7 @@ fn e2e_controlplane_lifecycle() -> Result<()> {
     namespaces_are_listed(&cp)?;
     version_is_pinned(&cp)?;
     configmap_roundtrip(&cp)?;
+    large_stdin_and_stdout(&cp)?;
     rbac_is_enforced_for_cert_users(&cp)?;
     rbac_is_enforced_for_service_accounts(&cp)?;
     nodes_can_be_registered(&cp)?;
@@ -662,5 +663,19 @@ fn e2e_controlplane_helm_installs_and_uninstalls() -> Result<()> {
     cp.helm_ok(&["uninstall", "probe", "-n", &ns])?;
     let deploy = cp.kubectl_ok(&["get", "deployment", "-n", &ns, "-o", "name"])?;
     ensure!(deploy.trim().is_empty(), "left after uninstall: {deploy:?}");
+    Ok(())
+}
+
+fn large_stdin_and_stdout(cp: &ControlPlane) -> Result<()> {
+    // ~300 KiB in and out at once: more than a pipe buffer in both directions.
+    let blob = "x".repeat(300 * 1024);
+    let manifest = format!(
+        "{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"large\",\"namespace\":\"default\"}},\"data\":{{\"blob\":\"{blob}\"}}}}"
+    );
+    let out = cp.kubectl_stdin(&["create", "-f", "-", "-o", "json"], manifest.as_bytes())?;
+    ensure!(out.status.success(), "create failed: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(v["data"]["blob"].as_str().map(str::len) == Some(blob.len()));
+    cp.kubectl_ok(&["delete", "configmap", "large", "-n", "default"])?;
     Ok(())
 }
