@@ -12,6 +12,10 @@
 # (one binary, default 600 s), CARGO (default cargo), and everything vm-run.sh forwards.
 set -euo pipefail
 
+# The whole body is one brace group, so bash parses it completely before running: editing this
+# file while a caller waits for the VM lock cannot corrupt that caller.
+{
+
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
@@ -121,3 +125,4 @@ if [[ $status -ne 0 && $status -ne 1 ]]; then
     echo "vm suite: VM run failed with status $status" >&2
 fi
 exit "$status"
+}
