@@ -9,7 +9,9 @@
 //!
 //! Everything runs in a private network namespace created for the run (`unshare`), so all
 //! listeners, addresses and IPVS entries vanish with the processes.
-//! `KUBE_LVS_HEALTH_BENCH=scale|detection|all` (default all), `KUBE_LVS_HEALTH_BENCH_N`.
+//! `KUBE_LVS_HEALTH_BENCH=scale|detection|all` (default all), `KUBE_LVS_HEALTH_BENCH_N`,
+//! `KUBE_LVS_HEALTH_BENCH_RT=current` (our checks on a single-threaded runtime),
+//! `KUBE_LVS_HEALTH_BENCH_PEER=none` (skip keepalived).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -219,7 +221,8 @@ async fn scale(n: usize, ipvs: bool) -> Result<()> {
     drop(child);
     report("ours", n, &ours);
 
-    let theirs = if ipvs {
+    let peer = std::env::var("KUBE_LVS_HEALTH_BENCH_PEER").as_deref() != Ok("none");
+    let theirs = if ipvs && peer {
         let dir = tempdir("scale")?;
         let conf = dir.join("keepalived.conf");
         let mut text = String::from(
