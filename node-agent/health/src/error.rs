@@ -11,6 +11,9 @@ pub enum SpecError {
     HttpClient(String),
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// An API field that does not parse (the message carries the field path).
+    #[error("{0}")]
+    Api(String),
 }
 
 /// Why one probe failed. `Display` is short: it ends up in the RealServer status.

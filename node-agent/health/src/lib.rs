@@ -2,6 +2,7 @@
 //! a manager that runs checks as the desired set changes, and the pure effect logic that turns
 //! health into IPVS destination weights.
 
+pub mod api;
 pub mod checker;
 pub mod dns_wire;
 pub mod effect;

@@ -279,12 +279,6 @@ impl CheckSpec {
                 if let Some(re) = &x.expect {
                     compile(re, "expect")?;
                 }
-                if matches!(self.probe, Probe::Udp(_)) && x.send.is_empty() {
-                    return Err(SpecError::Field(
-                        "send",
-                        "UDP checks need a payload to send".into(),
-                    ));
-                }
             }
             Probe::Dns(d) => {
                 crate::dns_wire::encode_query(0, &d.name, d.qtype)
@@ -423,8 +417,14 @@ mod tests {
             expect: Some("2001:db8::1".parse().unwrap()),
         }));
         assert!(matches!(s.validate(), Err(SpecError::Field("expect", _))));
+        // An empty datagram is a valid UDP payload.
         let s = CheckSpec::new(Probe::Udp(ExchangeProbe::default()));
-        assert!(matches!(s.validate(), Err(SpecError::Field("send", _))));
+        assert_eq!(s.validate(), Ok(()));
+        let s = CheckSpec::new(Probe::Udp(ExchangeProbe {
+            send: b"x".to_vec(),
+            expect: Some("(".into()),
+        }));
+        assert!(matches!(s.validate(), Err(SpecError::Field("expect", _))));
     }
 
     #[test]
