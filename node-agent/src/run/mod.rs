@@ -23,7 +23,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use kube_lvs_crds::v1alpha1::{RealServer, VirtualService, VrrpState};
-use kube_lvs_health::{Manager, ManagerConfig, Transition};
+use kube_lvs_health::{CheckKey, Manager, ManagerConfig, Transition};
 use kube_lvs_net::AddressSpec;
 use kube_lvs_vrrp::State;
 use kube_lvs_vrrp::driver::{
@@ -67,6 +67,7 @@ enum Msg {
         done: oneshot::Sender<Result<(), VipError>>,
     },
     VrrpState,
+    Tick,
     Shutdown,
 }
 
@@ -178,6 +179,9 @@ struct Loop {
     reported: BTreeMap<String, DirectorReport>,
     programmed_ok: bool,
     last_addresses: BTreeSet<AddressSpec>,
+    /// Checks whose first result has not been reported yet: a check that starts healthy and
+    /// stays healthy never transitions, but its entry must still appear in status.
+    unreported: BTreeSet<CheckKey>,
 }
 
 impl Loop {
@@ -243,7 +247,10 @@ impl Loop {
         }
         let wanted: BTreeSet<_> = checks.iter().map(|(k, _)| k.clone()).collect();
         self.health.healthy.retain(|k, _| wanted.contains(k));
-        self.health_manager.update(checks);
+        self.unreported.retain(|k| wanted.contains(k));
+        let report = self.health_manager.update(checks);
+        self.unreported.extend(report.started);
+        self.unreported.extend(report.restarted);
 
         // Data plane.
         let Built {
@@ -525,6 +532,7 @@ pub async fn run(client: Client, cfg: RunConfig) -> Result<(), RunError> {
         reported: BTreeMap::new(),
         programmed_ok: false,
         last_addresses: BTreeSet::new(),
+        unreported: BTreeSet::new(),
         client,
         cfg,
     };
@@ -544,10 +552,17 @@ pub async fn run(client: Client, cfg: RunConfig) -> Result<(), RunError> {
     let (svc, srv) = snapshot(&services, &servers);
     lp.pass(&svc, &srv, &nodes).await;
     let mut shutting_down: Option<tokio::task::JoinHandle<()>> = None;
+    let mut last_pass = tokio::time::Instant::now();
     loop {
+        // While some check has not reported its first result, look every second.
+        let tick = if lp.unreported.is_empty() {
+            lp.cfg.resync
+        } else {
+            Duration::from_secs(1)
+        };
         let msg = tokio::select! {
             m = rx.recv() => m,
-            _ = tokio::time::sleep(lp.cfg.resync) => Some(Msg::Changed),
+            _ = tokio::time::sleep(tick) => Some(Msg::Tick),
         };
         let Some(msg) = msg else { break };
         let mut dirty = false;
@@ -585,27 +600,27 @@ pub async fn run(client: Client, cfg: RunConfig) -> Result<(), RunError> {
                 Msg::Health(t) => {
                     info!(check = %t.key, healthy = t.healthy, "health transition");
                     lp.health.healthy.insert(t.key.clone(), t.healthy);
-                    let (ns, vs_name) = t.key.service.split_once('/').unwrap_or(("", ""));
+                    lp.unreported.remove(&t.key);
                     let (_, srv) = snapshot(&services, &servers);
-                    for rs in srv.iter().filter(|rs| {
-                        rs.namespace().as_deref() == Some(ns)
-                            && crate::director::check_target_matches(rs, t.key.target)
-                    }) {
-                        lp.reporter.send(Report::Health {
-                            namespace: ns.to_string(),
-                            name: rs.name_any(),
-                            report: HealthReport {
-                                virtual_service: vs_name.to_string(),
-                                healthy: t.healthy,
-                                since: t.since,
-                                last_probe: Some(SystemTime::now()),
-                                latency: t.latency,
-                                consecutive_failures: t.consecutive_failures,
-                                last_error: t.last_error.clone(),
-                            },
-                        });
-                    }
+                    lp.report_health(
+                        &srv,
+                        &t.key,
+                        HealthReport {
+                            virtual_service: String::new(),
+                            healthy: t.healthy,
+                            since: t.since,
+                            last_probe: Some(SystemTime::now()),
+                            latency: t.latency,
+                            consecutive_failures: t.consecutive_failures,
+                            last_error: t.last_error.clone(),
+                        },
+                    );
                     dirty = true;
+                }
+                Msg::Tick => {
+                    let (_, srv) = snapshot(&services, &servers);
+                    lp.report_first_results(&srv);
+                    dirty |= last_pass.elapsed() >= lp.cfg.resync;
                 }
                 Msg::Vip {
                     add,
@@ -637,7 +652,9 @@ pub async fn run(client: Client, cfg: RunConfig) -> Result<(), RunError> {
             } else {
                 let (svc, srv) = snapshot(&services, &servers);
                 lp.pass(&svc, &srv, &nodes).await;
+                lp.report_first_results(&srv);
             }
+            last_pass = tokio::time::Instant::now();
         }
         // Answer only after the pass: the driver's gratuitous ARPs must follow the address.
         // A failed address op is logged by the pass and retried by the next one.
@@ -652,6 +669,50 @@ pub async fn run(client: Client, cfg: RunConfig) -> Result<(), RunError> {
 }
 
 impl Loop {
+    /// Sends this node's health entry for the RealServers a check probes.
+    fn report_health(&self, servers: &[RealServer], key: &CheckKey, mut report: HealthReport) {
+        let (ns, vs_name) = key.service.split_once('/').unwrap_or(("", ""));
+        report.virtual_service = vs_name.to_string();
+        for rs in servers.iter().filter(|rs| {
+            rs.namespace().as_deref() == Some(ns)
+                && crate::director::check_target_matches(rs, key.target)
+        }) {
+            self.reporter.send(Report::Health {
+                namespace: ns.to_string(),
+                name: rs.name_any(),
+                report: report.clone(),
+            });
+        }
+    }
+
+    /// Reports the first result of every check that has one and was not reported yet.
+    fn report_first_results(&mut self, servers: &[RealServer]) {
+        let keys: Vec<CheckKey> = self.unreported.iter().cloned().collect();
+        for key in keys {
+            let Some(info) = self.health_manager.probe_info(&key) else {
+                continue;
+            };
+            if info.probes == 0 {
+                continue;
+            }
+            self.unreported.remove(&key);
+            self.health.healthy.insert(key.clone(), info.healthy);
+            self.report_health(
+                servers,
+                &key,
+                HealthReport {
+                    virtual_service: String::new(),
+                    healthy: info.healthy,
+                    since: info.since,
+                    last_probe: info.last_probe,
+                    latency: info.latency,
+                    consecutive_failures: info.consecutive_failures,
+                    last_error: info.last_error,
+                },
+            );
+        }
+    }
+
     async fn shutdown_pass(
         &mut self,
         services: &Store<VirtualService>,
