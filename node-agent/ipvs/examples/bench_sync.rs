@@ -115,6 +115,12 @@ fn ms(d: Duration) -> f64 {
 fn main() -> anyhow::Result<()> {
     // A private namespace: an empty IPVS table that disappears with the process.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context("unshare netns")?;
+    // Without any address the kernel has no local FIB table and rejects IPv4 destinations
+    // with EINVAL (their address type reads as broadcast); loopback up creates it.
+    let st = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()?;
+    ensure!(st.success(), "ip link set lo up");
     let sizes: Vec<u32> = {
         let args: Vec<u32> = std::env::args()
             .skip(1)
@@ -136,8 +142,17 @@ fn main() -> anyhow::Result<()> {
         let start = Instant::now();
         let results = h.execute_batch(&reqs);
         let ours = start.elapsed();
-        let failed = results.iter().filter(|r| r.is_err()).count();
-        ensure!(failed == 0, "{failed} requests failed");
+        let mut errors = std::collections::BTreeMap::new();
+        for (i, r) in results.iter().enumerate() {
+            if let Err(e) = r {
+                let entry = errors.entry(e.to_string()).or_insert((0usize, i));
+                entry.0 += 1;
+            }
+        }
+        for (e, (count, first)) in &errors {
+            println!("BENCH error n={n} count={count} first_index={first} error={e}");
+        }
+        ensure!(errors.is_empty(), "requests failed");
         let after = h.stats();
         let (s, d, observe_t) = observe(&h)?;
         ensure!(s == n as usize && d == want_dests, "ours installed {s}/{d}");

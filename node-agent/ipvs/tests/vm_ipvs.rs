@@ -557,6 +557,22 @@ fn batch_reports_per_request_outcomes() -> anyhow::Result<()> {
         .map(|r| r.as_ref().map_or_else(|e| e.kind(), |_| "ok"))
         .collect();
     assert_eq!(kinds, ["ok", "exists", "ok", "not_found", "ok", "ok"]);
+    // A service and its destinations in the same datagram.
+    let c = ServiceKey::addr(Protocol::Tcp, v4(192, 0, 2, 9), 3);
+    let mut same = vec![Request::NewService(Service::new(c, Scheduler::RoundRobin))];
+    for i in 0..3u8 {
+        same.push(Request::NewDestination {
+            service: c,
+            dest: Destination::new(v4(203, 0, 113, 30 + i), 80, Forwarding::DirectRoute),
+        });
+    }
+    let res = h.execute_batch(&same);
+    let errs: Vec<String> = res
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(h.destinations(c).dump()?.len(), 3);
     // A big batch spanning several datagrams, with one failure in the middle.
     let mut big = Vec::new();
     for i in 0..3000u32 {
