@@ -8,6 +8,7 @@ pub mod dns_wire;
 pub mod effect;
 pub mod error;
 pub mod manager;
+pub mod metrics;
 pub mod spec;
 pub mod tracker;
 

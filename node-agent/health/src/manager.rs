@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::checker::Prepared;
 use crate::error::SpecError;
+use crate::metrics::Counters;
 use crate::spec::{CheckKey, CheckSpec};
 use crate::tracker::{Tracker, TrackerConfig, first_delay, next_delay};
 
@@ -107,6 +108,7 @@ pub struct Manager {
     events: mpsc::Sender<Transition>,
     running: HashMap<CheckKey, Running>,
     info: InfoMap,
+    counters: Arc<Counters>,
 }
 
 fn lock(info: &InfoMap) -> MutexGuard<'_, HashMap<CheckKey, ProbeInfo>> {
@@ -123,7 +125,18 @@ impl Manager {
             events,
             running: HashMap::new(),
             info: Arc::new(Mutex::new(HashMap::new())),
+            counters: Arc::new(Counters::default()),
         }
+    }
+
+    /// Counters for the metrics endpoint (`Counters::render`).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Prometheus text samples of this manager.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.counters.render(self.running.len(), out);
     }
 
     /// Makes the running checks equal to `desired`.
@@ -228,6 +241,7 @@ impl Manager {
             semaphore: self.semaphore.clone(),
             events: self.events.clone(),
             info: self.info.clone(),
+            counters: self.counters.clone(),
         };
         tokio::spawn(ctx.run(fastrand::f64()).instrument(span))
     }
@@ -272,6 +286,7 @@ struct CheckTask {
     semaphore: Arc<Semaphore>,
     events: mpsc::Sender<Transition>,
     info: InfoMap,
+    counters: Arc<Counters>,
 }
 
 impl CheckTask {
@@ -289,6 +304,7 @@ impl CheckTask {
             let ok = outcome.ok();
             let last_error = outcome.result.as_ref().err().map(|e| e.short());
             let change = self.tracker.observe(ok, now);
+            self.counters.probe(ok, outcome.latency);
             if let Some(info) = lock(&self.info).get_mut(&self.key) {
                 info.healthy = self.tracker.healthy();
                 info.since = self.tracker.since();
@@ -299,6 +315,7 @@ impl CheckTask {
                 info.probes = info.probes.saturating_add(1);
             }
             if let Some(c) = change {
+                self.counters.transition(c.healthy);
                 tracing::info!(
                     healthy = c.healthy,
                     consecutive_failures = c.consecutive_failures,
@@ -386,6 +403,7 @@ mod size_tests {
             semaphore: Arc::new(Semaphore::new(1)),
             events: tx,
             info: Arc::new(Mutex::new(HashMap::new())),
+            counters: Arc::default(),
         };
         let fut = task.run(0.0);
         let size = std::mem::size_of_val(&fut);

@@ -76,6 +76,17 @@ async fn stop_and_recovery_emit_one_transition_each() -> Result<()> {
     let seen = m.probe_info(&key).context("info")?.probes;
     wait_probes(&m, &key, seen + 5).await?;
     assert!(rx.try_recv().is_err(), "no transition while steady");
+
+    let mut text = String::new();
+    m.render_metrics(&mut text);
+    assert!(text.contains("kube_lvs_health_checks 1\n"), "{text}");
+    assert!(text.contains("kube_lvs_health_transitions_total{to=\"unhealthy\"} 1\n"));
+    assert!(text.contains("kube_lvs_health_transitions_total{to=\"healthy\"} 1\n"));
+    let failures = m
+        .counters()
+        .probe_failures
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(failures >= 3, "{failures}");
     Ok(())
 }
 
