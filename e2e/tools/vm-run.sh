@@ -105,11 +105,22 @@ if ! flock -n 9; then
     flock 9
 fi
 
-console=${KUBE_LVS_VM_CONSOLE:-/dev/stderr}
+# qemu re-opens /proc/self/fd/1 and /proc/self/fd/2 itself (truncating a regular file and
+# writing from offset 0), so the VM always writes into FIFOs and `cat` copies to our real
+# stdout/stderr, whatever they are.
+mkfifo "$work/out" "$work/err"
+cat "$work/out" &
+out_pid=$!
+if [[ -n "${KUBE_LVS_VM_CONSOLE:-}" ]]; then
+    cat "$work/err" >>"$KUBE_LVS_VM_CONSOLE" &
+else
+    cat "$work/err" >&2 &
+fi
+err_pid=$!
 # `timeout` puts vng and qemu in their own process group and kills the whole group on expiry or
 # when it is itself signalled; running it in the background lets our trap forward SIGTERM/SIGINT
 # so that a killed caller never leaves a qemu behind holding the lock.
-timeout -k 10 "$timeout_s" vng "${vng_args[@]}" </dev/null 2>>"$console" &
+timeout -k 10 "$timeout_s" vng "${vng_args[@]}" </dev/null >"$work/out" 2>"$work/err" &
 vm_pid=$!
 trap 'kill -TERM "$vm_pid" 2>/dev/null' TERM INT HUP
 status=0
@@ -119,6 +130,7 @@ while true; do
     if kill -0 "$vm_pid" 2>/dev/null; then continue; fi
     break
 done
+wait "$out_pid" "$err_pid" 2>/dev/null || true
 if [[ $status -eq 124 ]]; then
     echo "vm-run: VM killed after ${timeout_s}s" >&2
 fi
