@@ -26,12 +26,21 @@ fn service_key(i: u32) -> ServiceKey {
     )
 }
 
-fn dest(j: u32) -> Destination {
+/// Direct-routing real server `j`; ipvsadm forces a DR destination's port to the service port,
+/// so ours uses it too and both tools build identical tables.
+fn dest(j: u32, port: u16) -> Destination {
     Destination::new(
         IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1 + j as u8)),
-        80,
+        port,
         Forwarding::DirectRoute,
     )
+}
+
+fn port_of(key: &ServiceKey) -> u16 {
+    match key {
+        ServiceKey::Addr { port, .. } => *port,
+        ServiceKey::Fwmark { .. } => 0,
+    }
 }
 
 fn requests(n: u32) -> Vec<Request> {
@@ -45,7 +54,7 @@ fn requests(n: u32) -> Vec<Request> {
         for j in 0..DESTS_PER_SERVICE {
             reqs.push(Request::NewDestination {
                 service: key,
-                dest: dest(j),
+                dest: dest(j, port_of(&key)),
             });
         }
     }
@@ -61,8 +70,8 @@ fn restore_file(n: u32) -> String {
         s.push_str(&format!("-A -t {addr}:{port} -s wlc\n"));
         for j in 0..DESTS_PER_SERVICE {
             s.push_str(&format!(
-                "-a -t {addr}:{port} -r {}:80 -g -w 1\n",
-                dest(j).addr
+                "-a -t {addr}:{port} -r {}:{port} -g -w 1\n",
+                dest(j, port).addr
             ));
         }
     }
@@ -167,7 +176,7 @@ fn main() -> anyhow::Result<()> {
         if n == largest {
             // One weight change on a fully populated table.
             let key = service_key(n / 2);
-            let mut d = dest(3);
+            let mut d = dest(3, port_of(&key));
             d.weight = 5;
             let before = h.stats();
             let start = Instant::now();
@@ -183,7 +192,7 @@ fn main() -> anyhow::Result<()> {
             let start = Instant::now();
             let out = Command::new("ipvsadm")
                 .args(["-e", "-t", &format!("{addr}:{port}"), "-r"])
-                .arg(format!("{}:80", d.addr))
+                .arg(format!("{}:{}", d.addr, d.port))
                 .args(["-g", "-w", "6"])
                 .output()?;
             let ipvsadm_e = start.elapsed();
