@@ -337,6 +337,7 @@ fn scale_child() -> Result<()> {
         let mut m = Manager::new(
             ManagerConfig {
                 max_concurrent_probes: 2048,
+                ..Default::default()
             },
             tx,
         );

@@ -45,12 +45,17 @@ pub struct ProbeInfo {
 pub struct ManagerConfig {
     /// Probes in flight at once across all checks.
     pub max_concurrent_probes: usize,
+    /// Runtime the check tasks run on; `None` means the caller's. A dedicated (e.g.
+    /// current-thread) runtime keeps thousands of probes from competing with the agent's
+    /// control loops.
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for ManagerConfig {
     fn default() -> Self {
         Self {
             max_concurrent_probes: 256,
+            runtime: None,
         }
     }
 }
@@ -104,6 +109,7 @@ struct Running {
 type InfoMap = Arc<Mutex<HashMap<CheckKey, ProbeInfo>>>;
 
 pub struct Manager {
+    runtime: Option<tokio::runtime::Handle>,
     semaphore: Arc<Semaphore>,
     events: mpsc::Sender<Transition>,
     running: HashMap<CheckKey, Running>,
@@ -118,9 +124,11 @@ fn lock(info: &InfoMap) -> MutexGuard<'_, HashMap<CheckKey, ProbeInfo>> {
 }
 
 impl Manager {
-    /// Must be called inside a tokio runtime; transitions go to `events`.
+    /// Without `config.runtime`, `update` must be called inside a tokio runtime; transitions
+    /// go to `events`.
     pub fn new(config: ManagerConfig, events: mpsc::Sender<Transition>) -> Self {
         Self {
+            runtime: config.runtime,
             semaphore: Arc::new(Semaphore::new(config.max_concurrent_probes.max(1))),
             events,
             running: HashMap::new(),
@@ -243,7 +251,11 @@ impl Manager {
             info: self.info.clone(),
             counters: self.counters.clone(),
         };
-        tokio::spawn(ctx.run(fastrand::f64()).instrument(span))
+        let fut = ctx.run(fastrand::f64()).instrument(span);
+        match &self.runtime {
+            Some(rt) => rt.spawn(fut),
+            None => tokio::spawn(fut),
+        }
     }
 
     /// Latest probe information for one target.

@@ -209,6 +209,7 @@ async fn probes_are_bounded_by_the_semaphore() -> Result<()> {
     let mut m = Manager::new(
         ManagerConfig {
             max_concurrent_probes: 1,
+            ..Default::default()
         },
         tx,
     );
@@ -231,5 +232,33 @@ async fn probes_are_bounded_by_the_semaphore() -> Result<()> {
     let max_serial = (elapsed.as_millis() / 300) as u64 + 1;
     assert!(total <= max_serial, "{total} probes in {elapsed:?}");
     assert!(elapsed >= Duration::from_millis(850), "{elapsed:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn checks_can_run_on_a_dedicated_runtime() -> Result<()> {
+    let dedicated = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("health-probes")
+        .enable_all()
+        .build()?;
+    let mut srv = HttpServer::start("127.0.0.1", Mode::Answer(200, "ok".into())).await?;
+    let (tx, mut rx) = mpsc::channel(16);
+    let mut m = Manager::new(
+        ManagerConfig {
+            runtime: Some(dedicated.handle().clone()),
+            ..Default::default()
+        },
+        tx,
+    );
+    let key = CheckKey::new("default/dedicated", srv.addr);
+    m.update([(key.clone(), fast(Probe::Tcp, 1, 2))]);
+    wait_probes(&m, &key, 2).await?;
+    srv.set_mode(Mode::Refuse).await?;
+    let down = next(&mut rx).await?;
+    assert!(!down.healthy);
+    drop(m);
+    // A runtime cannot be dropped from async context; let its threads wind down on their own.
+    dedicated.shutdown_background();
     Ok(())
 }
