@@ -100,9 +100,20 @@ pub fn plan_service_status(
         .as_ref()
         .map(|s| s.directors.clone())
         .unwrap_or_default();
-    let masters: Vec<&str> = directors
+    // The most recent to become master first: a director that crashed cannot correct its own
+    // stale entry, and its successor became master after it.
+    let mut master_entries: Vec<_> = directors
         .iter()
         .filter(|d| d.state == VrrpState::Master)
+        .collect();
+    master_entries.sort_by(|a, b| {
+        b.last_transition_time
+            .as_ref()
+            .map(|t| t.0)
+            .cmp(&a.last_transition_time.as_ref().map(|t| t.0))
+    });
+    let masters: Vec<&str> = master_entries
+        .iter()
         .map(|d| d.node_name.as_str())
         .collect();
     let master = masters.first().map(|m| m.to_string());
@@ -386,6 +397,19 @@ mod tests {
         let (_, d) = plan_service_status(&v, Some(&assigned()), &[]);
         assert!(!cond(&d, "Ready").status);
         assert_eq!(cond(&d, "Ready").reason, "NoMaster");
+    }
+
+    #[test]
+    fn latest_master_wins_over_a_stale_entry() {
+        let v = vs(json!([
+            {"nodeName": "d1", "state": "Master", "programmed": true,
+             "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            {"nodeName": "d2", "state": "Master", "programmed": true,
+             "lastTransitionTime": "2026-01-01T00:05:00Z"}
+        ]));
+        let (s, d) = plan_service_status(&v, Some(&assigned()), &[]);
+        assert_eq!(s.master.as_deref(), Some("d2"));
+        assert_eq!(cond(&d, "Ready").reason, "SplitBrain");
     }
 
     #[test]

@@ -125,10 +125,16 @@ fn coalesce_key(r: &Report) -> (u8, String, String, String) {
     }
 }
 
+enum Cmd {
+    Report(Report),
+    /// Answered once everything queued before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Queue of reports; cheap to clone.
 #[derive(Clone)]
 pub struct Reporter {
-    tx: mpsc::UnboundedSender<Report>,
+    tx: mpsc::UnboundedSender<Cmd>,
 }
 
 impl Reporter {
@@ -142,7 +148,19 @@ impl Reporter {
     /// Queues a report; never blocks.
     pub fn send(&self, r: Report) {
         // The writer only stops when the process does.
-        let _ = self.tx.send(r);
+        let _ = self.tx.send(Cmd::Report(r));
+    }
+
+    /// Waits until every report queued so far is written, at most `timeout` (used before the
+    /// agent exits, so its last word reaches the API server).
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Cmd::Flush(done)).is_err() {
+            return false;
+        }
+        tokio::time::timeout(timeout, rx)
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -172,21 +190,31 @@ async fn write(client: &Client, node: &str, r: &Report) -> Result<(), kube::Erro
     }
 }
 
-async fn writer(client: Client, node: String, mut rx: mpsc::UnboundedReceiver<Report>) {
+async fn writer(client: Client, node: String, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     let mut pending: BTreeMap<(u8, String, String, String), Report> = BTreeMap::new();
+    let mut waiters: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
+    let take = |cmd: Cmd,
+                pending: &mut BTreeMap<(u8, String, String, String), Report>,
+                waiters: &mut Vec<tokio::sync::oneshot::Sender<()>>| match cmd {
+        Cmd::Report(r) => {
+            pending.insert(coalesce_key(&r), r);
+        }
+        Cmd::Flush(w) => waiters.push(w),
+    };
     let mut backoff = Duration::from_millis(200);
     loop {
         if pending.is_empty() {
+            for w in waiters.drain(..) {
+                let _ = w.send(());
+            }
             match rx.recv().await {
-                Some(r) => {
-                    pending.insert(coalesce_key(&r), r);
-                }
+                Some(c) => take(c, &mut pending, &mut waiters),
                 None => return,
             }
         }
         // Take everything queued meanwhile, so a burst becomes one write per object.
-        while let Ok(r) = rx.try_recv() {
-            pending.insert(coalesce_key(&r), r);
+        while let Ok(c) = rx.try_recv() {
+            take(c, &mut pending, &mut waiters);
         }
         let mut failed = false;
         let keys: Vec<_> = pending.keys().cloned().collect();
@@ -219,8 +247,8 @@ async fn writer(client: Client, node: String, mut rx: mpsc::UnboundedReceiver<Re
             loop {
                 tokio::select! {
                     _ = &mut sleep => break,
-                    r = rx.recv() => match r {
-                        Some(r) => { pending.insert(coalesce_key(&r), r); }
+                    c = rx.recv() => match c {
+                        Some(c) => take(c, &mut pending, &mut waiters),
                         None => return,
                     },
                 }

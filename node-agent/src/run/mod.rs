@@ -662,6 +662,7 @@ pub async fn run(client: Client, cfg: RunConfig) -> Result<(), RunError> {
             let _ = done.send(Ok(()));
         }
         if shutting_down.as_ref().is_some_and(|h| h.is_finished()) && lp.held.is_empty() {
+            lp.report_stopped().await;
             break;
         }
     }
@@ -669,6 +670,28 @@ pub async fn run(client: Client, cfg: RunConfig) -> Result<(), RunError> {
 }
 
 impl Loop {
+    /// The last word of a stopping agent: its director entries say it no longer takes part, so
+    /// status never shows a stale master.
+    async fn report_stopped(&mut self) {
+        for (key, previous) in std::mem::take(&mut self.reported) {
+            let (ns, vs_name) = key.split_once('/').unwrap_or(("", &key));
+            self.reporter.send(Report::Director {
+                namespace: ns.to_string(),
+                name: vs_name.to_string(),
+                report: DirectorReport {
+                    state: VrrpState::Fault,
+                    priority: previous.priority,
+                    programmed: previous.programmed,
+                    last_transition: SystemTime::now(),
+                    message: Some("agent stopped; VRRP resigned".into()),
+                },
+            });
+        }
+        if !self.reporter.flush(Duration::from_secs(5)).await {
+            warn!("could not report the stop before exiting");
+        }
+    }
+
     /// Sends this node's health entry for the RealServers a check probes.
     fn report_health(&self, servers: &[RealServer], key: &CheckKey, mut report: HealthReport) {
         let (ns, vs_name) = key.service.split_once('/').unwrap_or(("", ""));
