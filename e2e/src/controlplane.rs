@@ -96,6 +96,8 @@ pub enum Error {
         "the serving certificate does not cover {0}; add it to ControlPlaneOptions::extra_san_ips"
     )]
     AddressNotInCertificate(IpAddr),
+    #[error("{0} was not written by this control plane")]
+    ForeignKubeconfig(PathBuf),
     #[error("the process spawner thread is gone")]
     SpawnerGone,
 }
@@ -557,6 +559,24 @@ impl ControlPlane {
                 key: &self.dir.join("admin.key"),
             },
         )?;
+        Ok(path)
+    }
+
+    /// Copy of a kubeconfig written by this harness (e.g. [`Self::service_account_kubeconfig`])
+    /// whose server is [`VM_API_SERVER`], so a component in the VM runs with the same identity.
+    pub fn for_vm(&self, kubeconfig: &Path) -> Result<PathBuf, Error> {
+        let text = std::fs::read_to_string(kubeconfig)
+            .map_err(io_err(format!("reading {}", kubeconfig.display())))?;
+        let host = json_string(&self.server_url());
+        let vm = json_string(&format!("https://{VM_API_SERVER}"));
+        if !text.contains(&format!("server: {host}\n")) {
+            return Err(Error::ForeignKubeconfig(kubeconfig.to_path_buf()));
+        }
+        let rebased = text.replace(&format!("server: {host}\n"), &format!("server: {vm}\n"));
+        let mut name = kubeconfig.file_name().unwrap_or_default().to_os_string();
+        name.push("-vm");
+        let path = kubeconfig.with_file_name(name);
+        std::fs::write(&path, rebased).map_err(io_err(format!("writing {}", path.display())))?;
         Ok(path)
     }
 
@@ -1120,10 +1140,14 @@ fn b64_file(path: &Path) -> Result<String, Error> {
     Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
+/// JSON strings are valid YAML scalars, which sidesteps YAML quoting rules for arbitrary names.
+fn json_string(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
 /// Renders a kubeconfig with everything embedded, so it stays valid wherever it is copied.
 fn render_kubeconfig(server: &str, ca_b64: &str, user: &str, auth: &str) -> String {
-    // JSON strings are valid YAML scalars, which sidesteps quoting rules for arbitrary names.
-    let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    let q = json_string;
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-lvs-test\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca_b64}\nusers:\n- name: {user}\n  user:\n{auth}contexts:\n- name: kube-lvs-test\n  context:\n    cluster: kube-lvs-test\n    user: {user}\n    namespace: default\ncurrent-context: kube-lvs-test\n",
         server = q(server),

@@ -254,6 +254,23 @@ fn rbac_is_enforced_for_service_accounts(cp: &ControlPlane) -> Result<()> {
         "--from-literal=k=v",
     ])?;
     let kc = cp.service_account_kubeconfig(&ns, "agent")?;
+    let vm_kc = std::fs::read_to_string(cp.for_vm(&kc)?)?;
+    let host_kc = std::fs::read_to_string(&kc)?;
+    ensure!(
+        vm_kc.contains(&format!("server: \"https://{VM_API_SERVER}\"")),
+        "{vm_kc}"
+    );
+    ensure!(
+        vm_kc
+            .lines()
+            .filter(|l| l.contains("token:"))
+            .eq(host_kc.lines().filter(|l| l.contains("token:"))),
+        "the VM copy must keep the service account's token"
+    );
+    ensure!(
+        cp.for_vm(Path::new("/etc/hostname")).is_err(),
+        "a foreign file was rebased"
+    );
     expect_forbidden(cp, &kc, &["get", "configmap", "visible", "-n", &ns])?;
     grant_configmap_reader(
         cp,
