@@ -10,7 +10,8 @@
 //! Everything runs in a private network namespace created for the run (`unshare`), so all
 //! listeners, addresses and IPVS entries vanish with the processes.
 //! `KUBE_LVS_HEALTH_BENCH=scale|detection|all` (default all), `KUBE_LVS_HEALTH_BENCH_N`,
-//! `KUBE_LVS_HEALTH_BENCH_RT=current` (our checks on a single-threaded runtime),
+//! `KUBE_LVS_HEALTH_BENCH_RT=multi` (our checks on a multi-threaded runtime instead of a
+//! dedicated `ProbeRuntime`),
 //! `KUBE_LVS_HEALTH_BENCH_PEER=none` (skip keepalived).
 
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use kube_lvs_health::effect::{Member, ServicePolicy, plan_effective};
 use kube_lvs_health::spec::Probe;
-use kube_lvs_health::{CheckKey, CheckSpec, Manager, ManagerConfig};
+use kube_lvs_health::{CheckKey, CheckSpec, Manager, ManagerConfig, ProbeRuntime};
 use kube_lvs_ipvs::{
     Destination, Forwarding, IpvsHandle, Protocol, Scheduler, Service, ServiceKey,
 };
@@ -324,8 +325,15 @@ fn scale_child() -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    // The node-agent's multi-threaded runtime by default; `current` for comparison.
-    let rt = if std::env::var("KUBE_LVS_HEALTH_BENCH_RT").as_deref() != Ok("current") {
+    // By default the checks run on a dedicated current-thread `ProbeRuntime`, as the agent
+    // should run them; `KUBE_LVS_HEALTH_BENCH_RT=multi` puts them on a multi-threaded runtime.
+    let multi = std::env::var("KUBE_LVS_HEALTH_BENCH_RT").as_deref() == Ok("multi");
+    let probe_rt = if multi {
+        None
+    } else {
+        Some(ProbeRuntime::start("health-probes")?)
+    };
+    let rt = if multi {
         tokio::runtime::Runtime::new()?
     } else {
         tokio::runtime::Builder::new_current_thread()
@@ -337,7 +345,7 @@ fn scale_child() -> Result<()> {
         let mut m = Manager::new(
             ManagerConfig {
                 max_concurrent_probes: 2048,
-                ..Default::default()
+                runtime: probe_rt.as_ref().map(ProbeRuntime::handle),
             },
             tx,
         );

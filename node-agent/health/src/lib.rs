@@ -9,9 +9,11 @@ pub mod effect;
 pub mod error;
 pub mod manager;
 pub mod metrics;
+pub mod runtime;
 pub mod spec;
 pub mod tracker;
 
 pub use error::{ProbeError, SpecError};
 pub use manager::{Manager, ManagerConfig, ProbeInfo, Transition, UpdateReport};
+pub use runtime::ProbeRuntime;
 pub use spec::{CheckKey, CheckSpec, InitialState, Probe, Timing};
