@@ -99,12 +99,14 @@ if [[ -n "${KUBE_LVS_VM_APISERVER_PORT:-}" ]]; then
 fi
 vng_args+=(--exec "bash $(printf '%q' "$here/vm-init.sh") $(printf '%q' "$work/cmd.sh")")
 
+t_start=$SECONDS
 exec 9>>"$lock"
 if ! flock -n 9; then
     echo "vm-run: waiting for another VM to finish (lock $lock)" >&2
     flock 9
 fi
 
+t_locked=$SECONDS
 # qemu re-opens /proc/self/fd/1 and /proc/self/fd/2 itself (truncating a regular file and
 # writing from offset 0), so the VM always writes into FIFOs and `cat` copies to our real
 # stdout/stderr, whatever they are.
@@ -131,6 +133,9 @@ while true; do
     break
 done
 wait "$out_pid" "$err_pid" 2>/dev/null || true
+if [[ -n "${KUBE_LVS_VM_TIMING:-}" ]]; then
+    echo "vm-run: waited $((t_locked - t_start))s for the lock, VM ran $((SECONDS - t_locked))s" >&2
+fi
 if [[ $status -eq 124 ]]; then
     echo "vm-run: VM killed after ${timeout_s}s" >&2
 fi
