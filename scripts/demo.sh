@@ -1,53 +1,48 @@
 #!/usr/bin/env bash
-# The kube-lvs demo (README): brings up the local test bed (a real kube-apiserver with etcd),
-# installs the CRDs, applies the example VirtualServices and RealServers, and shows what
-# `kubectl get lvs` and `kubectl explain` tell a user. Tears everything down when it ends.
+# The kube-lvs demo (README), on the local test bed:
+#   1. a real kube-apiserver with etcd, the CRDs and the operator (e2e/tools/with-testbed.sh);
+#   2. what a user types and reads: kubectl explain, apply of the examples, kubectl get lvs,
+#      and a bad manifest refused with the field named;
+#   3. a live LVS-DR cluster in the IPVS kernel under qemu: two directors and two real servers
+#      run the node-agent against that API server; the client reaches the real servers through
+#      the VIP, a real server fails and leaves rotation, the master stops and the backup takes
+#      over, with `kubectl get lvs` shown at every step.
+# Everything started is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repo=$(pwd)
 
-e2e/tools/install-deps.sh
-cargo build --locked -q -p kube-lvs-e2e --bin testbed -p kube-lvs-operator
+if [[ "${1:-}" != "--inside" ]]; then
+    e2e/tools/install-deps.sh
+    exec e2e/tools/with-testbed.sh "$0" --inside
+fi
 
-work=$(mktemp -d /tmp/kube-lvs-demo.XXXXXX)
-target/debug/testbed up --dir "$work/cp" --env-file "$work/env" >"$work/testbed.log" 2>&1 &
-testbed=$!
-pids=("$testbed")
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-for _ in $(seq 1 120); do
-  [ -s "$work/env" ] && break
-  kill -0 "$testbed" 2>/dev/null || { cat "$work/testbed.log"; exit 1; }
-  sleep 0.5
-done
-[ -s "$work/env" ] || { echo "the API server did not become ready"; cat "$work/testbed.log"; exit 1; }
-set -a; . "$work/env"; set +a
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 say kubectl version
-say kubectl apply -f charts/kube-lvs/crds/
-kubectl wait --for=condition=Established --timeout=60s crd/virtualservices.lvs.kube-lvs.io crd/realservers.lvs.kube-lvs.io >/dev/null
-say kubectl explain virtualservice.spec.healthCheck
-say kubectl apply -f examples/
-if [ -x target/debug/kube-lvs-operator ] && target/debug/kube-lvs-operator --help >/dev/null 2>&1; then
-  target/debug/kube-lvs-operator >"$work/operator.log" 2>&1 &
-  pids+=("$!")
-  sleep 3
-fi
-say kubectl get lvs -A -o wide
+kubectl explain virtualservice.spec.healthCheck | sed -n '1,25p'
+kubectl create namespace lvs-demo >/dev/null
+say kubectl apply -n lvs-demo -f examples/
+# The operator assigns VRRP router ids and priorities; without agents nothing is master yet.
+for vs in $(kubectl get virtualservices -n lvs-demo -o name); do
+    kubectl wait --for=jsonpath='{.status.assignment.routerId}' --timeout=60s -n lvs-demo "$vs" >/dev/null
+done
+say kubectl get lvs -n lvs-demo -o wide
+
 echo
 echo "A manifest the API server refuses, with the field named:"
-say kubectl apply -f - <<'YAML' || true
+cat >/tmp/kube-lvs-demo-broken.yaml <<'YAML'
 apiVersion: lvs.kube-lvs.io/v1alpha1
 kind: VirtualService
 metadata: {name: broken, namespace: default}
 spec:
   vip: 192.0.2.300
   port: 80
+  realServerSelector: {}
   healthCheck: {type: HTTP, interval: 1s, timeout: 2s, http: {path: health}}
 YAML
+say kubectl apply -f /tmp/kube-lvs-demo-broken.yaml || true
+rm -f /tmp/kube-lvs-demo-broken.yaml
+
+echo
+echo "A live LVS-DR cluster in the IPVS kernel (qemu): agents on two directors and two real servers."
+e2e/tools/vm-suite.sh vm_agent -- --nocapture
