@@ -6,16 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
-use kube_lvs_crds::v1alpha1::{
-    HealthCheck, HealthCheckType, InitialState as ApiInitialState, RealServer, VirtualService,
-    condition,
-};
-use kube_lvs_health::spec::{
-    BodyCheck, DnsProbe, DnsQueryType, ExchangeProbe, HttpProbe, StatusRange, TlsOptions,
-};
-use kube_lvs_health::{CheckKey, CheckSpec, InitialState, Probe, Timing};
+use kube_lvs_crds::v1alpha1::{RealServer, VirtualService, condition};
+use kube_lvs_health::{CheckKey, CheckSpec};
 use kube_lvs_vrrp::driver::{InstanceConfig, Vip};
 
 /// A field of an object that cannot be turned into kernel or probe settings. The schema rejects
@@ -101,119 +94,14 @@ pub fn check_target_matches(rs: &RealServer, target: SocketAddr) -> bool {
     rs.spec.address_addr().is_ok_and(|a| a == target.ip())
 }
 
-fn duration(
-    object: &str,
-    field: &'static str,
-    d: &kube_lvs_crds::v1alpha1::GoDuration,
-) -> Result<Duration, TranslateError> {
-    d.to_std().map_err(|e| TranslateError {
-        object: object.to_string(),
-        field,
-        message: e.to_string(),
-    })
-}
-
-/// The health-check parameters of a VirtualService; `None` for `type: None`.
+/// The health-check parameters of a VirtualService; `None` for `type: None`. The translation
+/// itself lives with the checkers (`kube_lvs_health::api`).
 pub fn check_spec(vs: &VirtualService) -> Result<Option<CheckSpec>, TranslateError> {
-    let object = service_key(vs);
-    let hc: &HealthCheck = &vs.spec.health_check;
-    let http = |tls: bool| {
-        let h = hc.http_or_default();
-        Probe::Http(HttpProbe {
-            tls: tls.then_some(TlsOptions {
-                verify: h.tls_verify,
-            }),
-            path: h.path.clone(),
-            host: h.host.clone(),
-            expected_status: h
-                .expected_status
-                .iter()
-                .map(|c| StatusRange::single(*c))
-                .collect(),
-            body: match (&h.body_match, &h.body_digest) {
-                (Some(re), _) => BodyCheck::Regex(re.clone()),
-                (None, Some(d)) => BodyCheck::Md5Hex(d.to_ascii_lowercase()),
-                (None, None) => BodyCheck::None,
-            },
-        })
-    };
-    let exchange = || {
-        let x = hc.expect.clone();
-        ExchangeProbe {
-            send: x
-                .as_ref()
-                .and_then(|x| x.send.clone())
-                .unwrap_or_default()
-                .into_bytes(),
-            expect: x.map(|x| x.expect),
-        }
-    };
-    let probe = match hc.check_type {
-        HealthCheckType::None => return Ok(None),
-        HealthCheckType::Tcp => Probe::Tcp,
-        HealthCheckType::Http => http(false),
-        HealthCheckType::Https => http(true),
-        HealthCheckType::TcpExpect => Probe::TcpExchange(exchange()),
-        HealthCheckType::UdpExpect => Probe::Udp(exchange()),
-        HealthCheckType::Dns => {
-            let d = hc.dns.clone().ok_or_else(|| TranslateError {
-                object: object.clone(),
-                field: "spec.healthCheck.dns",
-                message: "type DNS needs dns.name".into(),
-            })?;
-            Probe::Dns(DnsProbe {
-                name: d.name,
-                qtype: match d.record_type {
-                    kube_lvs_crds::v1alpha1::DnsRecordType::A => DnsQueryType::A,
-                    kube_lvs_crds::v1alpha1::DnsRecordType::Aaaa => DnsQueryType::Aaaa,
-                },
-                expect: None,
-            })
-        }
-    };
-    let interval = duration(&object, "spec.healthCheck.interval", &hc.interval)?;
-    let timing = Timing {
-        interval,
-        timeout: duration(&object, "spec.healthCheck.timeout", &hc.timeout)?,
-        rise: hc.rise,
-        fall: hc.fall,
-        retry_delay: hc
-            .retry_delay
-            .as_ref()
-            .map(|d| duration(&object, "spec.healthCheck.retryDelay", d))
-            .transpose()?,
-        jitter: match &hc.start_jitter {
-            Some(d) => duration(&object, "spec.healthCheck.startJitter", d)?,
-            None => interval,
-        },
-    };
-    let source = hc
-        .source_address
-        .as_ref()
-        .map(|a| {
-            a.parse().map_err(|e| TranslateError {
-                object: object.clone(),
-                field: "spec.healthCheck.sourceAddress",
-                message: e.to_string(),
-            })
-        })
-        .transpose()?;
-    let spec = CheckSpec {
-        probe,
-        timing,
-        check_port: hc.port,
-        source,
-        initial: match hc.initial_state {
-            ApiInitialState::Up => InitialState::Healthy,
-            ApiInitialState::Down => InitialState::Unhealthy,
-        },
-    };
-    spec.validate().map_err(|e| TranslateError {
-        object,
+    kube_lvs_health::api::check_spec(&vs.spec.health_check).map_err(|e| TranslateError {
+        object: service_key(vs),
         field: "spec.healthCheck",
         message: e.to_string(),
-    })?;
-    Ok(Some(spec))
+    })
 }
 
 /// Every check this node runs: one per (directed VirtualService, selected RealServer).
@@ -353,7 +241,10 @@ pub fn by_vip<'a>(directed: &[&'a VirtualService]) -> BTreeMap<IpAddr, Vec<&'a V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube_lvs_health::spec::{BodyCheck, TlsOptions};
+    use kube_lvs_health::{InitialState, Probe};
     use serde_json::json;
+    use std::time::Duration;
 
     fn vs(extra: serde_json::Value, status: serde_json::Value) -> VirtualService {
         let mut spec = json!({"vip": "192.0.2.100", "port": 80,

@@ -519,10 +519,21 @@ pub async fn run(client: Client, cfg: RunConfig) -> Result<(), RunError> {
         });
     }
 
+    // Probes get a runtime of their own: thousands of checks must not delay VRRP adverts.
+    let probe_runtime = kube_lvs_health::runtime::ProbeRuntime::start("kube-lvs-probes").ok();
+    if probe_runtime.is_none() {
+        warn!("could not start the probe runtime; checks share the agent's");
+    }
     let mut lp = Loop {
         dp: Dataplane::connect(StateStore::new(&cfg.state_path))?,
         reporter: Reporter::start(client.clone(), cfg.node.clone()),
-        health_manager: Manager::new(ManagerConfig::default(), htx),
+        health_manager: Manager::new(
+            ManagerConfig {
+                runtime: probe_runtime.as_ref().map(|r| r.handle()),
+                ..ManagerConfig::default()
+            },
+            htx,
+        ),
         health: HealthView::default(),
         quorum: BTreeMap::new(),
         held: BTreeSet::new(),
