@@ -4,7 +4,6 @@
 //! ([`Observed`]); [`Owned`] records which kernel objects the agent created, so that it never changes
 //! anything it does not own. Nothing here does I/O.
 
-pub mod build;
 pub mod file;
 
 use std::collections::{BTreeMap, BTreeSet};
