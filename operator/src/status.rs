@@ -75,17 +75,7 @@ pub fn merge_conditions(
 
 /// Which RealServers a VirtualService selects (same namespace, label selector).
 pub fn selected<'a>(vs: &VirtualService, servers: &'a [RealServer]) -> Vec<&'a RealServer> {
-    use kube::core::{Selector, SelectorExt};
-    let ns = vs.metadata.namespace.as_deref();
-    let selector: Option<Selector> = vs.spec.real_server_selector.clone().try_into().ok();
-    servers
-        .iter()
-        .filter(|rs| rs.metadata.namespace.as_deref() == ns)
-        .filter(|rs| {
-            let labels = rs.metadata.labels.clone().unwrap_or_default();
-            selector.as_ref().is_some_and(|s| s.matches(&labels))
-        })
-        .collect()
+    servers.iter().filter(|rs| vs.selects(rs)).collect()
 }
 
 /// Decide the operator's status fields of one VirtualService.

@@ -1481,3 +1481,48 @@ mod tests {
         );
     }
 }
+
+impl VirtualService {
+    /// Whether this VirtualService selects the RealServer: same namespace and a matching
+    /// `realServerSelector` (matchLabels and matchExpressions).
+    pub fn selects(&self, rs: &super::RealServer) -> bool {
+        use kube::core::{Selector, SelectorExt};
+        if self.metadata.namespace != rs.metadata.namespace {
+            return false;
+        }
+        let Ok(selector) = Selector::try_from(self.spec.real_server_selector.clone()) else {
+            return false;
+        };
+        selector.matches(&rs.metadata.labels.clone().unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod selects_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn selector_needs_same_namespace_and_matching_labels() {
+        let vs: VirtualService = serde_json::from_value(json!({
+            "apiVersion": "lvs.kube-lvs.io/v1alpha1", "kind": "VirtualService",
+            "metadata": {"name": "web", "namespace": "ns"},
+            "spec": {"vip": "192.0.2.1", "port": 80, "realServerSelector": {
+                "matchLabels": {"app": "web"},
+                "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["canary"]}]}}
+        }))
+        .unwrap();
+        let rs = |ns: &str, labels: serde_json::Value| -> super::super::RealServer {
+            serde_json::from_value(json!({
+                "apiVersion": "lvs.kube-lvs.io/v1alpha1", "kind": "RealServer",
+                "metadata": {"name": "a", "namespace": ns, "labels": labels},
+                "spec": {"address": "192.0.2.11"}
+            }))
+            .unwrap()
+        };
+        assert!(vs.selects(&rs("ns", json!({"app": "web"}))));
+        assert!(!vs.selects(&rs("ns", json!({"app": "web", "tier": "canary"}))));
+        assert!(!vs.selects(&rs("other", json!({"app": "web"}))));
+        assert!(!vs.selects(&rs("ns", json!({"app": "db"}))));
+    }
+}

@@ -59,14 +59,7 @@ pub fn directs(node_labels: &BTreeMap<String, String>, vs: &VirtualService) -> b
 
 /// Whether the VirtualService selects the RealServer (same namespace, label selector).
 pub fn selects(vs: &VirtualService, rs: &RealServer) -> bool {
-    use kube::core::{Selector, SelectorExt};
-    if vs.metadata.namespace != rs.metadata.namespace {
-        return false;
-    }
-    let Ok(selector) = Selector::try_from(vs.spec.real_server_selector.clone()) else {
-        return false;
-    };
-    selector.matches(&rs.metadata.labels.clone().unwrap_or_default())
+    vs.selects(rs)
 }
 
 /// The address and port a check of `rs` behind `vs` probes (before the check's own port).
