@@ -20,6 +20,15 @@ say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 say kubectl version
 kubectl explain virtualservice.spec.healthCheck | sed -n '1,25p'
+# Two director nodes, as their kubelets would register them (the test bed runs no kubelet).
+for n in director-a director-b; do
+    kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Node
+metadata: {name: $n, labels: {lvs.kube-lvs.io/director: "true"}}
+YAML
+done
+say kubectl get nodes -L lvs.kube-lvs.io/director
 kubectl create namespace lvs-demo >/dev/null
 say kubectl apply -n lvs-demo -f examples/
 # The operator assigns VRRP router ids and priorities; without agents nothing is master yet.
