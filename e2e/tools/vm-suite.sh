@@ -8,6 +8,9 @@
 # summaries). Exits non-zero if anything failed, a binary crashed, or no test ran.
 #
 # target: only run the targets with these names (shell globs allowed, e.g. 'vm_ipvs*').
+# The full suite (no target given) runs under with-testbed.sh (API server + operator on the
+# host, reachable from the VM); KUBE_LVS_VM_SUITE_TESTBED=1 forces that for filtered runs, =0
+# disables it.
 # Environment: KUBE_LVS_VM_TIMEOUT (whole VM, default 1800 s), KUBE_LVS_VM_TEST_TIMEOUT
 # (one binary, default 600 s), CARGO (default cargo), and everything vm-run.sh forwards.
 set -euo pipefail
@@ -19,6 +22,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
+orig_args=("$@")
 filters=()
 test_args=()
 while [[ $# -gt 0 ]]; do
@@ -30,6 +34,17 @@ while [[ $# -gt 0 ]]; do
     filters+=("$1")
     shift
 done
+
+# Some VM tests (vm_agent) need the API server and the operator on the host. with-testbed.sh
+# starts both and exports KUBE_LVS_TEST_KUBECONFIG + KUBE_LVS_VM_APISERVER_PORT, which vm-run.sh
+# forwards. Done for the full suite, or always/never with KUBE_LVS_VM_SUITE_TESTBED=1/0.
+want_testbed=${KUBE_LVS_VM_SUITE_TESTBED:-auto}
+if [[ -z "${KUBE_LVS_TEST_KUBECONFIG:-}" && -x "$here/with-testbed.sh" ]]; then
+    if [[ "$want_testbed" == 1 || ("$want_testbed" == auto && ${#filters[@]} -eq 0) ]]; then
+        echo "vm-suite: starting the control plane (with-testbed.sh)" >&2
+        exec "$here/with-testbed.sh" "$here/vm-suite.sh" "${orig_args[@]}"
+    fi
+fi
 
 work=$(mktemp -d /tmp/kube-lvs-vm-suite.XXXXXX)
 trap 'rm -rf "$work"' EXIT
