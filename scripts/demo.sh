@@ -52,6 +52,11 @@ YAML
 say kubectl apply -f /tmp/kube-lvs-demo-broken.yaml || true
 rm -f /tmp/kube-lvs-demo-broken.yaml
 
+# The live cluster below uses the same VIP:port as examples/dr-web.yaml; the operator would
+# (rightly) give it a Conflict condition while the example holds the listener.
+kubectl delete -n lvs-demo -f examples/ --wait=true >/dev/null
+kubectl delete node director-a director-b >/dev/null
+
 echo
 echo "A live LVS-DR cluster in the IPVS kernel (qemu): agents on two directors and two real servers."
 e2e/tools/vm-suite.sh vm_agent -- --nocapture
