@@ -75,6 +75,12 @@ impl Dataplane {
         self.ipvs.is_some()
     }
 
+    /// Every address on the node (ours and foreign), without the IPVS dump `observe` makes:
+    /// what choosing a VIP's interface needs.
+    pub async fn addresses(&self) -> Result<std::collections::BTreeSet<kube_lvs_net::AddressSpec>> {
+        Ok(self.net.list_addresses().await?.into_iter().collect())
+    }
+
     /// Read everything `plan` compares: all IPVS services, all addresses and links, the sysctls
     /// named by `desired` or `owned`, and our nft table.
     pub async fn observe(&self, desired: &Desired, owned: &Owned) -> Result<Observed> {

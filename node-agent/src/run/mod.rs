@@ -279,10 +279,8 @@ impl Loop {
                 false
             }
         };
-        if let Ok(owned) = self.dp.store().load()
-            && let Ok(observed) = self.dp.observe(&desired, &owned).await
-        {
-            self.last_addresses = observed.addresses;
+        if let Ok(addresses) = self.dp.addresses().await {
+            self.last_addresses = addresses;
         }
 
         // VRRP instances: one per VIP.
@@ -548,10 +546,8 @@ pub async fn run(client: Client, cfg: RunConfig) -> Result<(), RunError> {
         cfg,
     };
     // Addresses first, so the first pass can pick interfaces.
-    if let Ok(owned) = lp.dp.store().load()
-        && let Ok(observed) = lp.dp.observe(&Default::default(), &owned).await
-    {
-        lp.last_addresses = observed.addresses;
+    if let Ok(addresses) = lp.dp.addresses().await {
+        lp.last_addresses = addresses;
     }
 
     let snapshot = |s: &Store<VirtualService>, r: &Store<RealServer>| {
