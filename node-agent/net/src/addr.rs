@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::{AddressMessageBuilder, LinkDummy, LinkUnspec};
 use serde::{Deserialize, Serialize};
 
@@ -196,8 +196,8 @@ impl NetHandle {
         Ok(out)
     }
 
-    /// Index of a link by name, `None` when it does not exist.
-    pub async fn link_index(&self, name: &str) -> Result<Option<u32>> {
+    /// The link of that name, `None` when it does not exist.
+    async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>> {
         validate_ifname(name)?;
         let mut stream = self
             .handle
@@ -206,8 +206,7 @@ impl NetHandle {
             .match_name(name.to_string())
             .execute();
         match stream.try_next().await {
-            Ok(Some(msg)) => Ok(Some(msg.header.index)),
-            Ok(None) => Ok(None),
+            Ok(found) => Ok(found),
             Err(e) => {
                 let err = NetError::from_rtnetlink(format!("link {name}"), e);
                 if err.is_not_found() {
@@ -217,6 +216,11 @@ impl NetHandle {
                 }
             }
         }
+    }
+
+    /// Index of a link by name, `None` when it does not exist.
+    pub async fn link_index(&self, name: &str) -> Result<Option<u32>> {
+        Ok(self.link_by_name(name).await?.map(|m| m.header.index))
     }
 
     async fn require_index(&self, name: &str) -> Result<u32> {
@@ -271,17 +275,10 @@ impl NetHandle {
 
     /// Whether a link is administratively up.
     pub async fn is_up(&self, name: &str) -> Result<bool> {
-        let mut stream = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        match stream.try_next().await {
-            Ok(Some(msg)) => Ok(msg.header.flags.contains(LinkFlags::Up)),
-            Ok(None) => Err(NetError::NoSuchInterface(name.to_string())),
-            Err(e) => Err(NetError::from_rtnetlink(format!("link {name}"), e)),
-        }
+        self.link_by_name(name)
+            .await?
+            .map(|m| m.header.flags.contains(LinkFlags::Up))
+            .ok_or_else(|| NetError::NoSuchInterface(name.to_string()))
     }
 
     /// Every address on every interface, labels normalized.

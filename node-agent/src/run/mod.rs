@@ -179,6 +179,8 @@ struct Loop {
     reported: BTreeMap<String, DirectorReport>,
     programmed_ok: bool,
     last_addresses: BTreeSet<AddressSpec>,
+    /// VRRP instances the last pass wanted, with the VirtualServices each carries.
+    instances: BTreeMap<String, (InstanceConfig, Vec<String>)>,
     /// Checks whose first result has not been reported yet: a check that starts healthy and
     /// stays healthy never transitions, but its entry must still appear in status.
     unreported: BTreeSet<CheckKey>,
@@ -309,7 +311,8 @@ impl Loop {
             }
         }
         self.sync_speakers(&wanted_instances).await;
-        self.report_directors(&wanted_instances);
+        self.instances = wanted_instances;
+        self.report_directors();
     }
 
     async fn sync_speakers(&mut self, wanted: &BTreeMap<String, (InstanceConfig, Vec<String>)>) {
@@ -375,8 +378,11 @@ impl Loop {
         }
     }
 
-    fn report_directors(&mut self, wanted: &BTreeMap<String, (InstanceConfig, Vec<String>)>) {
-        for (name, (ic, keys)) in wanted {
+    /// Reports this node's entry for every VirtualService of the instances the last pass wanted
+    /// (those that failed to start as Fault); only changes are sent.
+    fn report_directors(&mut self) {
+        let instances = std::mem::take(&mut self.instances);
+        for (name, (ic, keys)) in &instances {
             let state = self
                 .speakers
                 .get(name)
@@ -416,6 +422,7 @@ impl Loop {
                 });
             }
         }
+        self.instances = instances;
     }
 
     fn vip(&mut self, add: bool, link: &VipLink, vip: Vip) {
@@ -542,6 +549,7 @@ pub async fn run(client: Client, cfg: RunConfig) -> Result<(), RunError> {
         programmed_ok: false,
         last_addresses: BTreeSet::new(),
         unreported: BTreeSet::new(),
+        instances: BTreeMap::new(),
         client,
         cfg,
     };
@@ -582,28 +590,8 @@ pub async fn run(client: Client, cfg: RunConfig) -> Result<(), RunError> {
         for m in pending {
             match m {
                 Msg::Changed => dirty = true,
-                Msg::VrrpState => {
-                    // Report without a full pass.
-                    let (svc, _) = snapshot(&services, &servers);
-                    let node = lp.node_input(&nodes);
-                    let directed: Vec<&VirtualService> =
-                        svc.iter().filter(|vs| directs(&node.labels, vs)).collect();
-                    let wanted: BTreeMap<String, (InstanceConfig, Vec<String>)> = lp
-                        .speakers
-                        .iter()
-                        .map(|(n, r)| {
-                            let keys = directed
-                                .iter()
-                                .filter(|vs| {
-                                    vs.spec.vip_addr().ok() == r.config.vips.first().map(|v| v.addr)
-                                })
-                                .map(|vs| service_key(vs))
-                                .collect();
-                            (n.clone(), (r.config.clone(), keys))
-                        })
-                        .collect();
-                    lp.report_directors(&wanted);
-                }
+                // Report without a full pass.
+                Msg::VrrpState => lp.report_directors(),
                 Msg::Health(t) => {
                     info!(check = %t.key, healthy = t.healthy, "health transition");
                     lp.health.healthy.insert(t.key.clone(), t.healthy);
